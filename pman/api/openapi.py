@@ -1,0 +1,112 @@
+"""The OpenAPI 3.1 document, generated from the pydantic models in schemas.py."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from pydantic.json_schema import models_json_schema
+
+from pman import __version__
+from pman.api.schemas import ErrorResponse, Health, JobRequestModel, JobResponse, ServerInfo
+
+_REF = "#/components/schemas/{model}"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": _REF.format(model=name)}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    words = {
+        400: "invalid request (the offending fields are named)",
+        404: "no such job",
+        409: "a job with this jid exists with a different request",
+        502: "the engine failed",
+        503: "the engine is unreachable",
+    }
+    return {str(c): _json(_ref("Error"), words[c]) for c in codes}
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    models = [
+        (JobRequestModel, "validation"),
+        (JobResponse, "serialization"),
+        (ServerInfo, "serialization"),
+        (ErrorResponse, "serialization"),
+        (Health, "serialization"),
+    ]
+    _, top = models_json_schema(models, ref_template=_REF)
+    jid_param = {
+        "name": "jid",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "job name",
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "pman",
+            "version": __version__,
+            "description": "Run containerised jobs; wire-compatible with upstream pman's v1 API.",
+        },
+        "paths": {
+            "/api/v1/": {
+                "get": {
+                    "summary": "Server information",
+                    "responses": {"200": _json(_ref("ServerInfo"), "server information")},
+                },
+                "post": {
+                    "summary": "Submit a job",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("JobRequest")}},
+                    },
+                    "responses": {
+                        "201": _json(_ref("Job"), "job created"),
+                        "200": _json(_ref("Job"), "the same request again: the existing job"),
+                        **_errors(400, 409, 502, 503),
+                    },
+                },
+            },
+            "/api/v1/{jid}/": {
+                "parameters": [jid_param],
+                "get": {
+                    "summary": "A job's status and latest logs",
+                    "responses": {
+                        "200": _json(_ref("Job"), "the job"),
+                        **_errors(404, 502, 503),
+                    },
+                },
+                "delete": {
+                    "summary": "Stop and remove a job (kept when REMOVE_JOBS=no)",
+                    "responses": {
+                        "204": {"description": "deleted"},
+                        **_errors(404, 502, 503),
+                    },
+                },
+            },
+            "/api/v1/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "responses": {"200": {"description": "OpenAPI 3.1 document"}},
+                }
+            },
+            "/health": {
+                "get": {
+                    "summary": "200 when the backend answers, else 503",
+                    "responses": {
+                        "200": _json(_ref("Health"), "the backend answers"),
+                        "503": _json(_ref("Health"), "the backend does not answer"),
+                    },
+                }
+            },
+        },
+        "components": {"schemas": top.get("$defs", {})},
+    }

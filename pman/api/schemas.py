@@ -1,0 +1,150 @@
+"""Request and response models of the v1 API (pydantic v2).
+
+They validate every request and are the source of the OpenAPI document, so
+the document always says what the service checks.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictStr,
+    WithJsonSchema,
+    field_validator,
+)
+
+_INT_TEXT = re.compile(r"\s*[+-]?\d+\s*")
+
+
+def _whole_number(value: Any) -> int:
+    """Integers, and integer-valued strings as upstream clients send them ("1000")."""
+    if isinstance(value, bool):
+        raise ValueError("must be an integer, not a boolean")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if value.is_integer():
+            return int(value)
+        raise ValueError("must be a whole number, not a fraction")
+    if isinstance(value, str) and _INT_TEXT.fullmatch(value):
+        return int(value)
+    if value is None:
+        raise ValueError("must be an integer, not null")
+    raise ValueError("must be an integer or an integer-valued string")
+
+
+def _whole(minimum: int, unit: str) -> Any:
+    return Annotated[
+        int,
+        BeforeValidator(_whole_number),
+        Field(ge=minimum, description=unit),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "integer", "minimum": minimum},
+                    {"type": "string", "pattern": r"^\s*\+?\d+\s*$"},
+                ],
+                "description": unit,
+            }
+        ),
+    ]
+
+
+_ENV_ENTRY = re.compile(r"[^=\x00]+=[^\x00]*", re.DOTALL)
+
+
+class JobRequestModel(BaseModel):
+    """POST /api/v1/ body: one job, as upstream pman accepts it."""
+
+    model_config = ConfigDict(extra="forbid", title="JobRequest")
+
+    jid: StrictStr = Field(min_length=1, description="job name; a leading '/' is stripped")
+    args: list[StrictStr] = Field(description="plugin arguments")
+    args_path_flags: list[StrictStr] = Field(
+        default_factory=list,
+        description="flags whose following argument is a path, replaced by /share/incoming",
+    )
+    auid: StrictStr = Field(description="user id of the requester")
+    number_of_workers: _whole(1, "parallel workers")  # type: ignore[valid-type]
+    cpu_limit: _whole(1, "CPU limit in millicores (1000 = one CPU)")  # type: ignore[valid-type]
+    memory_limit: _whole(1, "memory limit in mebibytes (MiB)")  # type: ignore[valid-type]
+    gpu_limit: _whole(0, "number of GPUs")  # type: ignore[valid-type]
+    image: StrictStr = Field(min_length=1, description="OCI image")
+    entrypoint: list[StrictStr] = Field(min_length=1, description="command prefix")
+    type: Literal["ds", "fs", "ts"] = Field(description="plugin type")
+    env: list[StrictStr] = Field(default_factory=list, description='"KEY=value" strings')
+    input_dir: StrictStr = Field(description="input folder, relative to STOREBASE")
+    output_dir: StrictStr = Field(description="output folder, relative to STOREBASE")
+
+    @field_validator("jid")
+    @classmethod
+    def _strip_jid(cls, v: str) -> str:
+        v = v.lstrip("/")
+        if not v:
+            raise ValueError("must not be empty (after stripping a leading '/')")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env_entries(cls, v: list[str]) -> list[str]:
+        bad = [e for e in v if not _ENV_ENTRY.fullmatch(e)]
+        if bad:
+            raise ValueError(f"every entry must be KEY=value with a non-empty KEY; got {bad[0]!r}")
+        return v
+
+    @field_validator("entrypoint")
+    @classmethod
+    def _program_named(cls, v: list[str]) -> list[str]:
+        if not v[0]:
+            raise ValueError("the first element names the program and must not be empty")
+        return v
+
+
+JobStatus = Literal[
+    "notstarted", "started", "finishedSuccessfully", "finishedWithError", "undefined"
+]
+
+
+class JobResponse(BaseModel):
+    """A job as upstream pman describes it."""
+
+    model_config = ConfigDict(title="Job")
+
+    jid: str
+    image: str
+    cmd: str = Field(description="the command as one shell-quoted string")
+    status: JobStatus
+    message: str
+    timestamp: str = Field(description="ISO 8601 time of the latest state change")
+    logs: str = Field(description="the last JOB_LOGS_TAIL lines of output")
+
+
+class ServerInfo(BaseModel):
+    model_config = ConfigDict(title="ServerInfo")
+
+    server_version: str
+    container_env: str
+    storage_type: str
+
+
+class ErrorResponse(BaseModel):
+    model_config = ConfigDict(title="Error")
+
+    message: str = Field(description="what went wrong, in words")
+    fields: dict[str, str] | None = Field(
+        default=None, description="offending request fields, each with its problem"
+    )
+
+
+class Health(BaseModel):
+    model_config = ConfigDict(title="Health")
+
+    status: Literal["ok", "unavailable"]
+    backend: str
+    message: str

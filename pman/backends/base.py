@@ -1,0 +1,63 @@
+"""The interface every engine adapter implements."""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+from pman.errors import InvalidJobSpec
+from pman.models import JobInfo, JobSpec
+from pman.settings import Settings
+
+
+class Backend(ABC):
+    """One compute engine. Adapters raise only pman's own exceptions (pman.errors)."""
+
+    #: the CONTAINER_ENV value that selects this backend
+    name: ClassVar[str]
+    #: job names the engine accepts, and the rule in words for error messages
+    name_pattern: ClassVar[re.Pattern[str]] = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+    name_rule: ClassVar[str] = (
+        "1 to 128 characters: letters, digits, '_', '.', '-', starting with a letter or digit"
+    )
+
+    @classmethod
+    @abstractmethod
+    def from_settings(cls, settings: Settings) -> Backend:
+        """Build the backend. Must not make network calls."""
+
+    def check_name(self, name: str) -> None:
+        """Raise InvalidJobSpec (field ``jid``) if the engine cannot use ``name``."""
+        if not self.name_pattern.fullmatch(name):
+            raise InvalidJobSpec(
+                f"jid {name!r} cannot be used as a {self.name} job name: {self.name_rule}",
+                fields={"jid": self.name_rule},
+            )
+
+    @abstractmethod
+    def submit(self, spec: JobSpec) -> JobInfo:
+        """Create and start the job. Raises JobExists if the name is taken."""
+
+    @abstractmethod
+    def get(self, name: str) -> JobInfo:
+        """The job's current state. Raises JobNotFound."""
+
+    @abstractmethod
+    def logs(self, name: str, tail: int) -> str:
+        """The last ``tail`` lines of the job's combined stdout and stderr."""
+
+    @abstractmethod
+    def delete(self, name: str) -> None:
+        """Stop the job if it runs and remove it. Deleting twice is not an error."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Return if the engine answers, else raise BackendUnavailable."""
+
+    def describe(self) -> str:
+        """A few words naming the engine and where it is, for messages."""
+        return self.name
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; the default has none."""

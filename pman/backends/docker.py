@@ -1,0 +1,385 @@
+"""Jobs as containers on a Docker Engine, or on Podman's Docker-compatible API.
+
+Uses the docker SDK's low-level APIClient: a submit is exactly one create and
+one start (plus a pull only when the image is missing), a status is one
+inspect.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime
+from typing import Any, ClassVar, NoReturn
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.types import DeviceRequest
+from docker.utils import kwargs_from_env, parse_repository_tag
+
+from pman.backends.base import Backend
+from pman.errors import (
+    BackendError,
+    BackendUnavailable,
+    InvalidJobSpec,
+    JobExists,
+    JobNotFound,
+    PmanError,
+    UnsupportedOption,
+)
+from pman.jobs import LABEL_FINGERPRINT, LABEL_MANAGED
+from pman.models import INCOMING, OUTGOING, JobInfo, JobSpec, JobState
+from pman.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Container ``State.Status`` -> JobState. "exited" (and Podman's "stopped") is
+#: decided by the exit code and the OOM flag, see ``_state_of``.
+#: https://docs.docker.com/reference/api/engine/version/v1.41/#tag/Container/operation/ContainerInspect
+#: https://docs.podman.io/en/latest/_static/api.html#tag/containers-(compat)
+DOCKER_STATES: dict[str, JobState | None] = {
+    "created": JobState.QUEUED,
+    "configured": JobState.QUEUED,  # Podman
+    "initialized": JobState.QUEUED,  # Podman
+    "running": JobState.RUNNING,
+    "paused": JobState.RUNNING,
+    "restarting": JobState.RUNNING,
+    "stopping": JobState.RUNNING,  # Podman
+    "removing": JobState.CANCELLED,
+    "exited": None,
+    "stopped": None,  # Podman
+    "dead": JobState.SYSTEM_ERROR,
+}
+
+_ZERO_TIME = "0001-01-01T00:00:00Z"
+_MIB = 1024 * 1024
+#: Where pfcon mounts the storebase volume (upstream's convention), used to
+#: find the volume from pfcon's container when VOLUME_NAME is not given.
+PFCON_STOREBASE_DESTINATION = "/var/local/storeBase"
+
+
+def parse_engine_time(text: str | None) -> datetime | None:
+    """Docker's RFC 3339 times carry nanoseconds; Python keeps microseconds."""
+    if not text or text.startswith("0001-01-01"):
+        return None
+    text = text.replace("Z", "+00:00")
+    head, dot, rest = text.partition(".")
+    if dot:
+        digits = "".join(c for c in rest if c.isdigit())
+        zone = rest[len(digits) :]
+        text = f"{head}.{digits[:6].ljust(6, '0')}{zone}"
+    return datetime.fromisoformat(text)
+
+
+def _state_of(attrs: dict[str, Any], memory_limit: int) -> tuple[JobState, str, str]:
+    """(state, reason, message) of an inspected container."""
+    st = attrs.get("State") or {}
+    status = str(st.get("Status", "")).lower()
+    if status not in DOCKER_STATES:
+        log.warning("unknown container status %r of %s", status, attrs.get("Name"))
+        return JobState.UNKNOWN, "unknown_status", f"engine reports status {status!r}"
+    state = DOCKER_STATES[status]
+    if state is not None:
+        error = st.get("Error") or ""
+        message = error if state is JobState.SYSTEM_ERROR and error else status
+        return state, "", message
+    code = st.get("ExitCode")
+    if st.get("OOMKilled"):
+        limit = f" (memory_limit {memory_limit // _MIB} MiB)" if memory_limit else ""
+        return JobState.FAILED, "oom_killed", f"killed: out of memory{limit}"
+    if st.get("Error") and parse_engine_time(st.get("StartedAt")) is None:
+        return JobState.SYSTEM_ERROR, "start_failed", f"could not start: {st['Error']}"
+    if code == 0:
+        return JobState.SUCCEEDED, "", "exited with code 0"
+    return JobState.FAILED, "exit_code", f"exited with code {code}"
+
+
+def job_info_from_inspect(attrs: dict[str, Any]) -> JobInfo:
+    config = attrs.get("Config") or {}
+    host = attrs.get("HostConfig") or {}
+    st = attrs.get("State") or {}
+    state, reason, message = _state_of(attrs, host.get("Memory") or 0)
+    command = [*(config.get("Entrypoint") or []), *(config.get("Cmd") or [])]
+    return JobInfo(
+        name=attrs.get("Name", "").lstrip("/"),
+        state=state,
+        image=config.get("Image", ""),
+        command=command,
+        exit_code=st.get("ExitCode") if state.finished else None,
+        reason=reason,
+        message=message,
+        created_at=parse_engine_time(attrs.get("Created")),
+        started_at=parse_engine_time(st.get("StartedAt")),
+        finished_at=parse_engine_time(st.get("FinishedAt")) if state.finished else None,
+        fingerprint=(config.get("Labels") or {}).get(LABEL_FINGERPRINT),
+    )
+
+
+class DockerBackend(Backend):
+    name = "docker"
+    engine: ClassVar[str] = "Docker engine"
+
+    def __init__(self, api: docker.APIClient, settings: Settings) -> None:
+        self.api = api
+        self.settings = settings
+        self._volume_base: str | None = None
+        self._volume_lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DockerBackend:
+        kwargs = kwargs_from_env(environment=settings.docker_environment())
+        try:
+            api = docker.APIClient(
+                **kwargs,
+                version=settings.docker_api_version,
+                timeout=settings.engine_timeout,
+            )
+        except docker.errors.DockerException as e:
+            raise BackendUnavailable(f"cannot set up a client for the {cls.engine}: {e}") from e
+        return cls(api, settings)
+
+    def describe(self) -> str:
+        return f"{self.engine} at {self.api.base_url}"
+
+    def close(self) -> None:
+        self.api.close()
+
+    # ---------------------------------------------------------------- errors
+    def _raise(self, e: Exception, doing: str) -> NoReturn:
+        """The ONE place where engine library errors become pman errors."""
+        if isinstance(e, PmanError):
+            raise e
+        where = self.describe()
+        if isinstance(e, requests.exceptions.Timeout):
+            raise BackendUnavailable(
+                f"{where} did not answer within {self.settings.engine_timeout:g} s while {doing}"
+            ) from e
+        if isinstance(e, requests.exceptions.ConnectionError | FileNotFoundError):
+            raise BackendUnavailable(f"{where} is unreachable while {doing}: {e}") from e
+        if isinstance(e, docker.errors.APIError):
+            text = e.explanation or str(e)
+            if e.status_code is not None and 400 <= e.status_code < 500:
+                raise InvalidJobSpec(f"{where} refused {doing}: {text}") from e
+            raise BackendError(f"{where} failed {doing}: {text}", detail=text) from e
+        if isinstance(e, docker.errors.DockerException):
+            raise BackendUnavailable(f"{where}: {e}") from e
+        raise BackendError(f"{where} failed {doing}: {e}") from e
+
+    # ---------------------------------------------------------------- storage
+    def _storebase(self) -> str:
+        """STOREBASE as a path on the engine's host (found once for docker volumes)."""
+        s = self.settings
+        if s.storage_type == "host":
+            assert s.storebase is not None
+            return str(s.storebase)
+        with self._volume_lock:
+            if self._volume_base is None:
+                self._volume_base = self._find_volume()
+            return self._volume_base
+
+    def _find_volume(self) -> str:
+        s = self.settings
+        try:
+            if s.volume_name:
+                attrs = self.api.inspect_volume(s.volume_name)
+                if attrs.get("Driver") != "local":
+                    raise BackendError(
+                        f"volume {s.volume_name!r} uses driver {attrs.get('Driver')!r}; "
+                        "STORAGE_TYPE=docker_local_volume needs the local driver"
+                    )
+                return attrs["Mountpoint"]
+            found = self.api.containers(filters={"label": s.pfcon_selector})
+            if not found:
+                raise BackendError(
+                    f"STORAGE_TYPE=docker_local_volume: no VOLUME_NAME and no container "
+                    f"labelled {s.pfcon_selector!r} to find the volume from"
+                )
+            for mount in found[0].get("Mounts", []):
+                if mount.get("Destination") == PFCON_STOREBASE_DESTINATION:
+                    return mount["Source"]
+            raise BackendError(
+                f"container {found[0]['Id'][:12]} has no mount at {PFCON_STOREBASE_DESTINATION}"
+            )
+        except docker.errors.NotFound as e:
+            raise BackendError(f"volume {s.volume_name!r} does not exist") from e
+        except Exception as e:
+            self._raise(e, "looking up the storage volume")
+
+    # ---------------------------------------------------------------- submit
+    def _host_config(self, spec: JobSpec) -> dict[str, Any]:
+        s = self.settings
+        base = self._storebase()
+        m = spec.mounts
+        incoming = str(m.input_host) if m.input_host else f"{base}/{m.input_dir}".rstrip("/")
+        outgoing = str(m.output_host) if m.output_host else f"{base}/{m.output_dir}"
+        hc: dict[str, Any] = {
+            "binds": [f"{incoming}:{INCOMING}:ro", f"{outgoing}:{OUTGOING}:rw"],
+            "restart_policy": {"Name": "no"},
+        }
+        r = spec.resources
+        if not s.ignore_limits:
+            hc["mem_limit"] = r.memory_limit * _MIB
+            # no swap on top: the limit is the memory the job gets
+            hc["memswap_limit"] = r.memory_limit * _MIB
+            hc["nano_cpus"] = r.cpu_limit * 1_000_000
+        if r.gpu_limit > 0:
+            hc["device_requests"] = [DeviceRequest(count=r.gpu_limit, capabilities=[["gpu"]])]
+        if s.shm_size is not None:
+            hc["shm_size"] = s.shm_size * _MIB
+        if spec.uid is None and spec.gid is not None:
+            hc["group_add"] = [str(spec.gid)]
+        return self.api.create_host_config(**hc)
+
+    def _create(self, spec: JobSpec, host_config: dict[str, Any]) -> str:
+        user = None
+        if spec.uid is not None:
+            user = str(spec.uid) if spec.gid is None else f"{spec.uid}:{spec.gid}"
+        created = self.api.create_container(
+            image=spec.image,
+            entrypoint=spec.command[:1],
+            command=spec.command[1:],
+            name=spec.name,
+            environment=spec.env,
+            labels=spec.labels,
+            user=user,
+            host_config=host_config,
+            detach=True,
+        )
+        return created["Id"]
+
+    def _pull(self, image: str) -> None:
+        repository, tag = parse_repository_tag(image)
+        try:
+            self.api.pull(repository, tag=tag or "latest")
+        except docker.errors.APIError as e:
+            raise InvalidJobSpec(
+                f"image {image!r} is not on the {self.engine} and could not be pulled: "
+                f"{e.explanation or e}",
+                fields={"image": "not present and not pullable"},
+            ) from e
+
+    def submit(self, spec: JobSpec) -> JobInfo:
+        if spec.resources.number_of_workers != 1:
+            raise UnsupportedOption(
+                f"the {self.name} backend runs one container per job "
+                f"(number_of_workers must be 1, got {spec.resources.number_of_workers})",
+                fields={"number_of_workers": "must be 1"},
+            )
+        try:
+            host_config = self._host_config(spec)
+            try:
+                cid = self._create(spec, host_config)
+            except docker.errors.ImageNotFound:
+                self._pull(spec.image)
+                cid = self._create(spec, host_config)
+        except docker.errors.APIError as e:
+            if e.status_code == 409:
+                raise JobExists(
+                    f"a container named {spec.name!r} exists already",
+                    existing=self._owned_info_or_none(spec.name),
+                ) from e
+            self._raise(e, f"creating container {spec.name!r}")
+        except Exception as e:
+            self._raise(e, f"creating container {spec.name!r}")
+
+        started_at = datetime.now(UTC)
+        try:
+            self.api.start(cid)
+        except Exception as e:
+            self._discard(cid)
+            self._raise_start_error(e, spec)
+        return JobInfo(
+            name=spec.name,
+            state=JobState.RUNNING,
+            image=spec.image,
+            command=spec.command,
+            message="started",
+            created_at=started_at,
+            started_at=started_at,
+            fingerprint=spec.fingerprint,
+        )
+
+    def _raise_start_error(self, e: Exception, spec: JobSpec) -> NoReturn:
+        if isinstance(e, docker.errors.APIError):
+            text = str(e.explanation or e)
+            low = text.lower()
+            if "device driver" in low or "gpu" in low or "nvidia" in low:
+                raise UnsupportedOption(
+                    f"gpu_limit={spec.resources.gpu_limit} cannot be met by the "
+                    f"{self.engine}: {text}",
+                    fields={"gpu_limit": "no GPU available"},
+                ) from e
+            if "executable file not found" in low or "no such file or directory" in low:
+                raise InvalidJobSpec(
+                    f"the {self.engine} could not start the command {spec.command[0]!r}: {text}",
+                    fields={"entrypoint": "not executable in the image"},
+                ) from e
+        self._raise(e, f"starting container {spec.name!r}")
+
+    def _discard(self, cid: str) -> None:
+        """Remove a container that will never run, so a failed submit leaves nothing."""
+        try:
+            self.api.remove_container(cid, force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+        except Exception:
+            log.exception("could not remove container %s after a failed start", cid)
+
+    # ---------------------------------------------------------------- state
+    def _inspect_owned(self, name: str) -> dict[str, Any]:
+        """Inspect a container pman created; others are not jobs and stay untouched."""
+        try:
+            attrs = self.api.inspect_container(name)
+        except docker.errors.NotFound as e:
+            raise JobNotFound(f"no job named {name!r} on the {self.engine}") from e
+        except Exception as e:
+            self._raise(e, f"inspecting {name!r}")
+        labels = (attrs.get("Config") or {}).get("Labels") or {}
+        if labels.get(LABEL_MANAGED) != "true" or attrs.get("Name", "").lstrip("/") != name:
+            raise JobNotFound(f"no job named {name!r} on the {self.engine}")
+        return attrs
+
+    def _owned_info_or_none(self, name: str) -> JobInfo | None:
+        try:
+            return job_info_from_inspect(self._inspect_owned(name))
+        except JobNotFound:
+            return None
+
+    def get(self, name: str) -> JobInfo:
+        return job_info_from_inspect(self._inspect_owned(name))
+
+    def logs(self, name: str, tail: int) -> str:
+        if tail <= 0:
+            return ""
+        try:
+            raw = self.api.logs(name, stdout=True, stderr=True, tail=tail)
+        except docker.errors.NotFound as e:
+            raise JobNotFound(f"no job named {name!r} on the {self.engine}") from e
+        except Exception as e:
+            self._raise(e, f"reading the logs of {name!r}")
+        return raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
+
+    def delete(self, name: str) -> None:
+        try:
+            self._inspect_owned(name)
+            self.api.remove_container(name, force=True, v=True)
+        except (JobNotFound, docker.errors.NotFound):
+            return
+        except Exception as e:
+            self._raise(e, f"removing {name!r}")
+
+    def ping(self) -> None:
+        try:
+            self.api.ping()
+            if self.settings.storage_type == "docker_local_volume":
+                self._storebase()
+        except Exception as e:
+            self._raise(e, "answering a ping")
+
+
+class PodmanBackend(DockerBackend):
+    """The same adapter against ``podman system service`` (Docker-compatible API)."""
+
+    name = "podman"
+    engine = "Podman service"

@@ -1,0 +1,87 @@
+"""Turning a validated v1 request into an engine-neutral JobSpec."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+from pman.models import INCOMING, OUTGOING, JobRequest, JobSpec, PluginType, Resources
+from pman.settings import Settings
+from pman.storage import Storage
+
+#: labels pman puts on everything it creates, so that it can find its own jobs
+LABEL_MANAGED = "org.chrisproject.pman"
+LABEL_JID = "org.chrisproject.pman.jid"
+LABEL_FINGERPRINT = "org.chrisproject.pman.fingerprint"
+LABEL_AUID = "org.chrisproject.pman.auid"
+LABEL_TYPE = "org.chrisproject.pman.type"
+
+
+def localize_path_args(args: Sequence[str], path_flags: Collection[str]) -> list[str]:
+    """Replace the argument following each path flag with the container's input folder.
+
+    See the ChRIS plugin spec: a flag such as ``--mask`` names a path in the
+    input folder, which the job sees at /share/incoming.
+    """
+    out: list[str] = []
+    replace_next = False
+    for arg in args:
+        if replace_next:
+            out.append(INCOMING)
+            replace_next = False
+        else:
+            out.append(arg)
+            replace_next = arg in path_flags
+    return out
+
+
+def build_command(
+    entrypoint: Sequence[str],
+    args: Sequence[str],
+    path_flags: Collection[str],
+    plugin_type: PluginType,
+) -> list[str]:
+    """entrypoint + args (path flags localized) + [incoming if ds] + [outgoing]."""
+    cmd = [*entrypoint, *localize_path_args(args, path_flags)]
+    if plugin_type == "ds":
+        cmd.append(INCOMING)
+    cmd.append(OUTGOING)
+    return cmd
+
+
+def build_spec(request: JobRequest, settings: Settings, storage: Storage) -> JobSpec:
+    """The job to run for ``request`` under ``settings``; raises InvalidJobSpec."""
+    mounts = storage.resolve(request.input_dir, request.output_dir)
+    env = list(request.env)
+    if settings.enable_home_workaround:
+        env.append("HOME=/tmp")
+    user = settings.container_user
+    fingerprint = request.fingerprint()
+    labels = {
+        **settings.job_labels,
+        LABEL_MANAGED: "true",
+        LABEL_JID: request.jid,
+        LABEL_FINGERPRINT: fingerprint,
+        LABEL_AUID: request.auid,
+        LABEL_TYPE: request.type,
+    }
+    return JobSpec(
+        name=request.jid,
+        image=request.image,
+        command=build_command(
+            request.entrypoint, request.args, request.args_path_flags, request.type
+        ),
+        env=env,
+        resources=Resources(
+            number_of_workers=request.number_of_workers,
+            cpu_limit=request.cpu_limit,
+            memory_limit=request.memory_limit,
+            gpu_limit=request.gpu_limit,
+        ),
+        mounts=mounts,
+        plugin_type=request.type,
+        auid=request.auid,
+        fingerprint=fingerprint,
+        uid=user.uid.pick() if user.uid else None,
+        gid=user.gid.pick() if user.gid else None,
+        labels=labels,
+    )

@@ -1,0 +1,254 @@
+"""Configuration from environment variables, read once at start-up.
+
+Every variable is checked and every problem is reported together in one
+:class:`~pman.errors.ConfigError`; loading never touches the network.
+Names follow upstream pman (see README for the full table).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from environs import Env, EnvValidationError
+from marshmallow.validate import OneOf, Range
+
+from pman.errors import ConfigError
+
+CONTAINER_ENVS = ("local", "docker", "podman", "swarm", "kubernetes", "slurm", "cromwell")
+STORAGE_TYPES = ("host", "nfs", "docker_local_volume", "kubernetes_pvc")
+DEFAULT_DOCKER_HOSTS = {
+    "docker": "unix:///var/run/docker.sock",
+    "podman": "unix:///run/podman/podman.sock",
+}
+
+
+@dataclass(frozen=True)
+class IdRange:
+    """A UID or GID given as a number or an inclusive range ``lo-hi``."""
+
+    lo: int
+    hi: int
+
+    def pick(self) -> int:
+        """A value from the range: a range spreads jobs over several ids, as upstream."""
+        return self.lo if self.lo == self.hi else random.randint(self.lo, self.hi)
+
+
+@dataclass(frozen=True)
+class ContainerUser:
+    """CONTAINER_USER as ``UID:GID``, either side may be a range or empty."""
+
+    uid: IdRange | None = None
+    gid: IdRange | None = None
+
+    @classmethod
+    def parse(cls, value: str) -> ContainerUser:
+        if not value:
+            return cls()
+        parts = value.split(":")
+        if len(parts) != 2:
+            raise ValueError(f"{value!r} is not of the form UID:GID (each may be a range lo-hi)")
+        return cls(*(_parse_id_range(p) for p in parts))
+
+
+def _parse_id_range(text: str) -> IdRange | None:
+    if not text:
+        return None
+    m = re.fullmatch(r"(\d+)(?:-(\d+))?", text.strip())
+    if not m:
+        raise ValueError(f"{text!r} is neither a number nor a range lo-hi")
+    lo = int(m.group(1))
+    hi = int(m.group(2)) if m.group(2) is not None else lo
+    if hi < lo:
+        raise ValueError(f"range {text!r} ends before it starts")
+    return IdRange(lo, hi)
+
+
+_MEMSIZE_UNITS = {
+    "": 1,
+    "m": 1,
+    "mi": 1,
+    "mb": 1,
+    "mib": 1,
+    "g": 1024,
+    "gi": 1024,
+    "gb": 1024,
+    "gib": 1024,
+}
+
+
+def parse_mebibytes(text: str) -> int:
+    """A size in MiB: a plain number means MiB; ``m``/``Mi``/``g``/``Gi`` suffixes allowed."""
+    m = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", text)
+    if not m or m.group(2).lower() not in _MEMSIZE_UNITS:
+        raise ValueError(f"{text!r} is not a size in MiB (e.g. 512, 512Mi, 2Gi)")
+    return int(m.group(1)) * _MEMSIZE_UNITS[m.group(2).lower()]
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    """JOB_LABELS: a comma-separated list of ``key=value`` pairs."""
+    labels: dict[str, str] = {}
+    for item in (p.strip() for p in text.split(",")):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{item!r} is not of the form key=value")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything pman is configured with. Build it with :func:`load_settings`."""
+
+    container_env: str = "local"
+    storage_type: str = "host"
+    #: where job data lives (host path); required for host and nfs storage
+    storebase: Path | None = None
+    nfs_server: str | None = None
+    volume_name: str | None = None
+    pfcon_selector: str = "org.chrisproject.role=pfcon"
+    #: number of log lines returned with a job's status
+    job_logs_tail: int = 1000
+    job_labels: dict[str, str] = field(default_factory=dict)
+    ignore_limits: bool = False
+    container_user: ContainerUser = field(default_factory=ContainerUser)
+    securitycontext_run_as_user: int | None = None
+    securitycontext_run_as_group: int | None = None
+    enable_home_workaround: bool = False
+    #: size of /dev/shm in MiB, None for the engine's default
+    shm_size: int | None = None
+    remove_jobs: bool = True
+    docker_host: str | None = None
+    docker_tls_verify: bool = False
+    docker_cert_path: str | None = None
+    #: Docker Engine API version pman speaks; fixed so that start-up needs no round-trip
+    docker_api_version: str = "1.41"
+    job_namespace: str = "default"
+    node_selector: dict[str, str] = field(default_factory=dict)
+    image_pull_secrets: tuple[str, ...] = ()
+    cromwell_url: str | None = None
+    #: wall-clock limit of a job in minutes (SLURM, Cromwell)
+    timelimit_minutes: int = 30
+    secret_key: str | None = None
+    application_mode: str = "production"
+    #: where pman keeps its own state (local backend's job folders, ...)
+    data_dir: Path = Path("pman-data")
+    #: seconds pman waits for one engine call before calling the engine unavailable
+    engine_timeout: float = 30.0
+    server_version: str = ""
+
+    def docker_environment(self) -> dict[str, str]:
+        """The DOCKER_* variables the docker SDK's ``from_env`` understands."""
+        env = {"DOCKER_HOST": self.docker_host or DEFAULT_DOCKER_HOSTS.get(self.container_env, "")}
+        if self.docker_tls_verify:
+            env["DOCKER_TLS_VERIFY"] = "1"
+        if self.docker_cert_path:
+            env["DOCKER_CERT_PATH"] = self.docker_cert_path
+        return env
+
+
+class _MappingEnv(Env):
+    """environs' Env reading from a given mapping instead of os.environ."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        super().__init__(eager=False)
+        self._source = environ
+
+    def _get_value(self, env_key: str, default: Any) -> Any:
+        return self._source.get(env_key, default)
+
+
+def _default_data_dir(environ: Mapping[str, str]) -> str:
+    base = environ.get("XDG_DATA_HOME") or os.path.join(
+        environ.get("HOME", os.path.expanduser("~")), ".local", "share"
+    )
+    return os.path.join(base, "pman")
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and check every variable; raise ConfigError naming all bad ones at once."""
+    from pman import __version__
+
+    environ = os.environ if environ is None else environ
+    env = _MappingEnv(environ)
+    errors: dict[str, str] = {}
+
+    def custom(name: str, parse: Any, default: Any) -> Any:
+        raw = environ.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            return parse(raw)
+        except ValueError as e:
+            errors[name] = str(e)
+            return default
+
+    values: dict[str, Any] = dict(
+        container_env=env.str("CONTAINER_ENV", "local", validate=OneOf(CONTAINER_ENVS)),
+        storage_type=env.str("STORAGE_TYPE", "host", validate=OneOf(STORAGE_TYPES)),
+        storebase=env.path("STOREBASE", None),
+        nfs_server=env.str("NFS_SERVER", None),
+        volume_name=env.str("VOLUME_NAME", None),
+        pfcon_selector=env.str("PFCON_SELECTOR", "org.chrisproject.role=pfcon"),
+        job_logs_tail=env.int("JOB_LOGS_TAIL", 1000, validate=Range(min=0)),
+        ignore_limits=env.bool("IGNORE_LIMITS", False),
+        securitycontext_run_as_user=env.int(
+            "SECURITYCONTEXT_RUN_AS_USER", None, validate=Range(min=0)
+        ),
+        securitycontext_run_as_group=env.int(
+            "SECURITYCONTEXT_RUN_AS_GROUP", None, validate=Range(min=0)
+        ),
+        enable_home_workaround=env.bool("ENABLE_HOME_WORKAROUND", False),
+        remove_jobs=env.bool("REMOVE_JOBS", True),
+        docker_host=env.str("DOCKER_HOST", None),
+        docker_tls_verify=env.bool("DOCKER_TLS_VERIFY", False),
+        docker_cert_path=env.str("DOCKER_CERT_PATH", None),
+        docker_api_version=env.str("DOCKER_API_VERSION", "1.41"),
+        job_namespace=env.str("JOB_NAMESPACE", "default"),
+        image_pull_secrets=tuple(env.list("IMAGE_PULL_SECRETS", [])),
+        cromwell_url=env.str("CROMWELL_URL", None),
+        timelimit_minutes=env.int("TIMELIMIT_MINUTES", 30, validate=Range(min=1)),
+        secret_key=env.str("SECRET_KEY", None),
+        application_mode=env.str(
+            "APPLICATION_MODE", "production", validate=OneOf(("production", "development"))
+        ),
+        data_dir=env.path("PMAN_DATA_DIR", _default_data_dir(environ)),
+        engine_timeout=env.float("PMAN_ENGINE_TIMEOUT", 30.0, validate=Range(min=0.1)),
+    )
+    values["job_labels"] = custom("JOB_LABELS", parse_labels, {})
+    values["node_selector"] = custom("NODE_SELECTOR", parse_labels, {})
+    values["container_user"] = custom("CONTAINER_USER", ContainerUser.parse, ContainerUser())
+    values["shm_size"] = custom("SHM_SIZE", parse_mebibytes, None)
+    try:
+        env.seal()
+    except EnvValidationError as e:
+        for name, messages in e.error_messages.items():
+            errors[str(name)] = "; ".join(str(m) for m in messages)
+
+    storage = values["storage_type"]
+    if storage in ("host", "nfs") and values["storebase"] is None:
+        errors["STOREBASE"] = f"required when STORAGE_TYPE={storage}"
+    if storage == "nfs" and not values["nfs_server"]:
+        errors["NFS_SERVER"] = "required when STORAGE_TYPE=nfs"
+    if storage == "kubernetes_pvc" and not values["volume_name"]:
+        errors["VOLUME_NAME"] = "required when STORAGE_TYPE=kubernetes_pvc"
+    if storage == "docker_local_volume" and values["container_env"] not in ("docker", "podman"):
+        errors["STORAGE_TYPE"] = "docker_local_volume needs CONTAINER_ENV docker or podman"
+    if values["container_env"] == "local" and storage != "host":
+        errors["STORAGE_TYPE"] = "the local backend only supports STORAGE_TYPE=host"
+
+    if errors:
+        lines = "\n".join(f"  {k}: {v}" for k, v in sorted(errors.items()))
+        raise ConfigError(f"invalid configuration:\n{lines}", fields=errors)
+    if values["storebase"] is not None:
+        values["storebase"] = Path(os.path.abspath(values["storebase"]))
+    values["data_dir"] = Path(os.path.abspath(values["data_dir"]))
+    return Settings(server_version=__version__, **values)

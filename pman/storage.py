@@ -1,0 +1,105 @@
+"""Where job data lives, and keeping every job inside STOREBASE.
+
+A job's ``input_dir`` and ``output_dir`` are relative to STOREBASE. They must
+stay inside it lexically (no ``..``) and, where pman can see STOREBASE on its
+own filesystem, physically too (no symlink pointing out of it).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from pathlib import Path
+
+from pman.errors import BackendError, InvalidJobSpec
+from pman.models import Mounts
+from pman.settings import Settings
+
+
+def normalise_relative(field: str, value: str, *, allow_empty: bool) -> str:
+    """``value`` as a clean path relative to STOREBASE, or InvalidJobSpec naming ``field``.
+
+    A leading ``/`` is accepted and means the STOREBASE root, as upstream
+    clients send absolute-looking paths.
+    """
+    if "\x00" in value:
+        raise InvalidJobSpec(f"{field} contains a NUL byte", fields={field: "NUL byte"})
+    parts = [p for p in value.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise InvalidJobSpec(
+            f"{field} {value!r} must not contain '..': it has to stay inside STOREBASE",
+            fields={field: "'..' is not allowed"},
+        )
+    rel = posixpath.join(*parts) if parts else ""
+    if not rel and not allow_empty:
+        raise InvalidJobSpec(
+            f"{field} must name a folder inside STOREBASE, not STOREBASE itself",
+            fields={field: "must not be empty"},
+        )
+    return rel
+
+
+def _confined(storebase: Path, rel: str, field: str) -> Path:
+    """The real path of STOREBASE/rel, refusing one that a symlink takes outside."""
+    base = Path(os.path.realpath(storebase))
+    real = Path(os.path.realpath(base / rel))
+    if real != base and base not in real.parents:
+        raise InvalidJobSpec(
+            f"{field} resolves outside STOREBASE (through a symbolic link)",
+            fields={field: "escapes STOREBASE"},
+        )
+    return real
+
+
+class Storage:
+    """Resolves a request's folders for the configured STORAGE_TYPE."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.storage_type = settings.storage_type
+        self.storebase = settings.storebase
+
+    @property
+    def visible(self) -> bool:
+        """True when STOREBASE is a folder on pman's own filesystem."""
+        return self.storage_type == "host" and self.storebase is not None
+
+    def resolve(self, input_dir: str, output_dir: str) -> Mounts:
+        in_rel = normalise_relative("input_dir", input_dir, allow_empty=True)
+        out_rel = normalise_relative("output_dir", output_dir, allow_empty=False)
+        if not self.visible:
+            return Mounts(in_rel, out_rel)
+        assert self.storebase is not None
+        if not self.storebase.is_dir():
+            # pman's own misconfiguration, but a job cannot be placed: say so plainly
+            raise InvalidJobSpec(
+                f"STOREBASE {self.storebase} is not a folder on this host",
+                fields={"input_dir": "STOREBASE missing"},
+            )
+        in_host = _confined(self.storebase, in_rel, "input_dir")
+        out_host = _confined(self.storebase, out_rel, "output_dir")
+        if not in_host.is_dir():
+            raise InvalidJobSpec(
+                f"input_dir {input_dir!r} is not a folder inside STOREBASE",
+                fields={"input_dir": "no such folder"},
+            )
+        if out_host.exists() and not out_host.is_dir():
+            raise InvalidJobSpec(
+                f"output_dir {output_dir!r} exists and is not a folder",
+                fields={"output_dir": "not a folder"},
+            )
+        if out_host == in_host:
+            raise InvalidJobSpec(
+                "output_dir must differ from input_dir (input is mounted read-only)",
+                fields={"output_dir": "same as input_dir"},
+            )
+        return Mounts(in_rel, out_rel, in_host, out_host)
+
+    @staticmethod
+    def prepare_output(mounts: Mounts) -> None:
+        """Create the output folder when pman can see it (engines refuse a missing bind source)."""
+        if mounts.output_host is None:
+            return
+        try:
+            mounts.output_host.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise BackendError(f"cannot create the output folder {mounts.output_host}: {e}") from e

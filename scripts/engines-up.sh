@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Install and start the container engines the integration tests talk to:
+# dockerd (Docker Engine API on /var/run/docker.sock) and Podman's
+# Docker-compatible API service (/run/podman/podman.sock).  Idempotent: what
+# is installed is not installed again, what answers is not restarted.
+set -euo pipefail
+log() { printf '[engines-up] %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+[ "$(id -u)" = 0 ] || die "must run as root (installs packages, starts daemons)"
+
+DOCKER_SOCK=/var/run/docker.sock
+PODMAN_SOCK=/run/podman/podman.sock
+LOGDIR=${PMAN_ENGINE_LOGDIR:-/var/log/pman-engines}
+mkdir -p "$LOGDIR"
+
+# ---------------------------------------------------------------- packages
+need=()
+command -v dockerd >/dev/null || need+=(docker.io)
+command -v podman >/dev/null || need+=(podman)
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+command -v curl >/dev/null || need+=(curl)
+if [ "${#need[@]}" -gt 0 ]; then
+  log "installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # No daemon autostart from package scripts: we start them ourselves below.
+  policy=/usr/sbin/policy-rc.d; made_policy=0
+  if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod 755 "$policy"; made_policy=1; fi
+  apt-get -o DPkg::Lock::Timeout=300 update -qq
+  apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  [ "$made_policy" = 1 ] && rm -f "$policy"
+fi
+# busybox-static replaces the dynamic busybox; the test images need the static one
+file_out=$(LC_ALL=C ldd /bin/busybox 2>&1 || true)
+case "$file_out" in *"not a dynamic"*|*"statically linked"*) ;; *) die "/bin/busybox is not static (install busybox-static)";; esac
+
+# ---------------------------------------------------------------- dockerd
+docker_ok() { curl -sf --max-time 3 --unix-socket "$DOCKER_SOCK" http://d/_ping >/dev/null 2>&1; }
+if ! docker_ok; then
+  pidf=/var/run/docker.pid
+  if [ -s "$pidf" ]; then
+    pid=$(tr -dc '0-9' <"$pidf")
+    if [ -n "$pid" ] && [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = dockerd ]; then
+      log "dockerd (pid $pid) is running but not answering yet"
+    else
+      log "removing stale $pidf (pid ${pid:-?} is not a live dockerd)"
+      rm -f "$pidf"
+    fi
+  fi
+  # containerd's pid/sock may be stale too after a hard stop
+  if ! pgrep -x dockerd >/dev/null; then
+    log "starting dockerd (log: $LOGDIR/dockerd.log)"
+    setsid dockerd >>"$LOGDIR/dockerd.log" 2>&1 </dev/null &
+  fi
+  for _ in $(seq 1 150); do docker_ok && break; sleep 0.2; done
+  docker_ok || { tail -n 30 "$LOGDIR/dockerd.log" >&2; die "dockerd does not answer on $DOCKER_SOCK"; }
+fi
+log "docker answers on $DOCKER_SOCK ($(docker version -f '{{.Server.Version}}' 2>/dev/null))"
+
+# ---------------------------------------------------------------- podman
+podman_ok() { curl -sf --max-time 3 --unix-socket "$PODMAN_SOCK" http://d/_ping >/dev/null 2>&1; }
+if ! podman_ok; then
+  mkdir -p "$(dirname "$PODMAN_SOCK")"
+  rm -f "$PODMAN_SOCK"
+  log "starting podman system service (log: $LOGDIR/podman.log)"
+  setsid podman system service --time=0 "unix://$PODMAN_SOCK" >>"$LOGDIR/podman.log" 2>&1 </dev/null &
+  for _ in $(seq 1 100); do podman_ok && break; sleep 0.2; done
+  podman_ok || { tail -n 30 "$LOGDIR/podman.log" >&2; die "podman service does not answer on $PODMAN_SOCK"; }
+fi
+log "podman answers on $PODMAN_SOCK ($(podman version -f '{{.Server.Version}}' 2>/dev/null || podman --version))"
