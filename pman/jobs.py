@@ -14,6 +14,7 @@ LABEL_JID = "org.chrisproject.pman.jid"
 LABEL_FINGERPRINT = "org.chrisproject.pman.fingerprint"
 LABEL_AUID = "org.chrisproject.pman.auid"
 LABEL_TYPE = "org.chrisproject.pman.type"
+LABEL_IMAGE = "org.chrisproject.pman.image"
 
 
 def localize_path_args(args: Sequence[str], path_flags: Collection[str]) -> list[str]:
@@ -63,6 +64,7 @@ def build_spec(request: JobRequest, settings: Settings, storage: Storage) -> Job
         LABEL_FINGERPRINT: fingerprint,
         LABEL_AUID: request.auid,
         LABEL_TYPE: request.type,
+        LABEL_IMAGE: request.image,
     }
     return JobSpec(
         name=request.jid,

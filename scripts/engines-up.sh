@@ -58,12 +58,37 @@ log "docker answers on $DOCKER_SOCK ($(docker version -f '{{.Server.Version}}' 2
 
 # ---------------------------------------------------------------- podman
 podman_ok() { curl -sf --max-time 3 --unix-socket "$PODMAN_SOCK" http://d/_ping >/dev/null 2>&1; }
-if ! podman_ok; then
+start_podman() {
   mkdir -p "$(dirname "$PODMAN_SOCK")"
   rm -f "$PODMAN_SOCK"
   log "starting podman system service (log: $LOGDIR/podman.log)"
   setsid podman system service --time=0 "unix://$PODMAN_SOCK" >>"$LOGDIR/podman.log" 2>&1 </dev/null &
   for _ in $(seq 1 100); do podman_ok && break; sleep 0.2; done
   podman_ok || { tail -n 30 "$LOGDIR/podman.log" >&2; die "podman service does not answer on $PODMAN_SOCK"; }
+}
+podman_ok || start_podman
+
+# Rootful Podman gives containers nofile/nproc limits above its own; without
+# CAP_SYS_RESOURCE (as in some VMs and containers) runc may not raise them and
+# every container fails with "error setting rlimit". Cap them at the limits the
+# service itself runs with, and restart it so that it reads them.
+ULIMITS_CONF=/etc/containers/containers.conf.d/50-pman-ulimits.conf
+cap_eff=$(awk '/^CapEff/ {print $2}' /proc/self/status)
+if (( (16#$cap_eff >> 24) & 1 )); then
+  rm -f "$ULIMITS_CONF"
+else
+  svc=$(pgrep -n -f 'podman system service') || die "podman service pid not found"
+  nofile=$(awk '/^Max open files/ {print $5}' "/proc/$svc/limits")
+  nproc=$(awk '/^Max processes/ {print $4}' "/proc/$svc/limits")
+  want="# written by pman scripts/engines-up.sh: no CAP_SYS_RESOURCE on this host
+[containers]
+default_ulimits = [\"nofile=$nofile:$nofile\", \"nproc=$nproc:$nproc\"]"
+  if [ "$(cat "$ULIMITS_CONF" 2>/dev/null)" != "$want" ]; then
+    mkdir -p "$(dirname "$ULIMITS_CONF")"
+    printf '%s\n' "$want" >"$ULIMITS_CONF"
+    log "capped Podman container ulimits at nofile=$nofile nproc=$nproc ($ULIMITS_CONF); restarting the service"
+    kill "$svc"; for _ in $(seq 1 50); do kill -0 "$svc" 2>/dev/null || break; sleep 0.1; done
+    start_podman
+  fi
 fi
 log "podman answers on $PODMAN_SOCK ($(podman version -f '{{.Server.Version}}' 2>/dev/null || podman --version))"

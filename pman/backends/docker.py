@@ -28,7 +28,7 @@ from pman.errors import (
     PmanError,
     UnsupportedOption,
 )
-from pman.jobs import LABEL_FINGERPRINT, LABEL_MANAGED
+from pman.jobs import LABEL_FINGERPRINT, LABEL_IMAGE, LABEL_MANAGED
 from pman.models import INCOMING, OUTGOING, JobInfo, JobSpec, JobState
 from pman.settings import Settings
 
@@ -66,7 +66,7 @@ def parse_engine_time(text: str | None) -> datetime | None:
     text = text.replace("Z", "+00:00")
     head, dot, rest = text.partition(".")
     if dot:
-        digits = "".join(c for c in rest if c.isdigit())
+        digits = rest[: len(rest) - len(rest.lstrip("0123456789"))]
         zone = rest[len(digits) :]
         text = f"{head}.{digits[:6].ljust(6, '0')}{zone}"
     return datetime.fromisoformat(text)
@@ -85,13 +85,19 @@ def _state_of(attrs: dict[str, Any], memory_limit: int) -> tuple[JobState, str, 
         message = error if state is JobState.SYSTEM_ERROR and error else status
         return state, "", message
     code = st.get("ExitCode")
-    if st.get("OOMKilled"):
-        limit = f" (memory_limit {memory_limit // _MIB} MiB)" if memory_limit else ""
-        return JobState.FAILED, "oom_killed", f"killed: out of memory{limit}"
+    # The OOM flag means some process of the container was killed for memory;
+    # if the job still exited 0 it handled that itself and succeeded.
+    oom = f"out of memory (memory_limit {memory_limit // _MIB} MiB)" if st.get("OOMKilled") else ""
+    if code == 0:
+        return (
+            JobState.SUCCEEDED,
+            "",
+            "exited with code 0" + (f"; a process hit {oom}" if oom else ""),
+        )
+    if oom:
+        return JobState.FAILED, "oom_killed", f"killed: {oom}, exit code {code}"
     if st.get("Error") and parse_engine_time(st.get("StartedAt")) is None:
         return JobState.SYSTEM_ERROR, "start_failed", f"could not start: {st['Error']}"
-    if code == 0:
-        return JobState.SUCCEEDED, "", "exited with code 0"
     return JobState.FAILED, "exit_code", f"exited with code {code}"
 
 
@@ -99,12 +105,13 @@ def job_info_from_inspect(attrs: dict[str, Any]) -> JobInfo:
     config = attrs.get("Config") or {}
     host = attrs.get("HostConfig") or {}
     st = attrs.get("State") or {}
+    labels = config.get("Labels") or {}
     state, reason, message = _state_of(attrs, host.get("Memory") or 0)
     command = [*(config.get("Entrypoint") or []), *(config.get("Cmd") or [])]
     return JobInfo(
         name=attrs.get("Name", "").lstrip("/"),
         state=state,
-        image=config.get("Image", ""),
+        image=labels.get(LABEL_IMAGE) or config.get("Image", ""),
         command=command,
         exit_code=st.get("ExitCode") if state.finished else None,
         reason=reason,
@@ -112,7 +119,7 @@ def job_info_from_inspect(attrs: dict[str, Any]) -> JobInfo:
         created_at=parse_engine_time(attrs.get("Created")),
         started_at=parse_engine_time(st.get("StartedAt")),
         finished_at=parse_engine_time(st.get("FinishedAt")) if state.finished else None,
-        fingerprint=(config.get("Labels") or {}).get(LABEL_FINGERPRINT),
+        fingerprint=labels.get(LABEL_FINGERPRINT),
     )
 
 
@@ -270,7 +277,8 @@ class DockerBackend(Backend):
             host_config = self._host_config(spec)
             try:
                 cid = self._create(spec, host_config)
-            except docker.errors.ImageNotFound:
+            except docker.errors.NotFound:
+                # Docker says ImageNotFound; Podman's wording makes the SDK say NotFound
                 self._pull(spec.image)
                 cid = self._create(spec, host_config)
         except docker.errors.APIError as e:
@@ -383,3 +391,14 @@ class PodmanBackend(DockerBackend):
 
     name = "podman"
     engine = "Podman service"
+
+    def submit(self, spec: JobSpec) -> JobInfo:
+        if spec.resources.gpu_limit > 0:
+            # Podman's Docker-compatible API accepts DeviceRequests and ignores
+            # them: refuse rather than run the job without its GPUs.
+            raise UnsupportedOption(
+                "the Podman backend cannot give a job GPUs (gpu_limit must be 0): "
+                "Podman's Docker-compatible API ignores GPU requests",
+                fields={"gpu_limit": "must be 0 on Podman"},
+            )
+        return super().submit(spec)
