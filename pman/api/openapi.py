@@ -8,7 +8,7 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from pman import __version__
-from pman.api.schemas import ErrorResponse, Health, JobRequestModel, JobResponse, ServerInfo
+from pman.api import schemas
 
 _REF = "#/components/schemas/{model}"
 
@@ -35,11 +35,11 @@ def _errors(*codes: int) -> dict[str, Any]:
 @cache
 def openapi_document() -> dict[str, Any]:
     models = [
-        (JobRequestModel, "validation"),
-        (JobResponse, "serialization"),
-        (ServerInfo, "serialization"),
-        (ErrorResponse, "serialization"),
-        (Health, "serialization"),
+        (schemas.JobRequest, "validation"),
+        (schemas.Job, "serialization"),
+        (schemas.ServerInfo, "serialization"),
+        (schemas.Error, "serialization"),
+        (schemas.Health, "serialization"),
     ]
     _, top = models_json_schema(models, ref_template=_REF)
     jid_param = {

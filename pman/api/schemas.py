@@ -59,7 +59,7 @@ def _whole(minimum: int, unit: str) -> Any:
 _ENV_ENTRY = re.compile(r"[^=\x00]+=[^\x00]*", re.DOTALL)
 
 
-class JobRequestModel(BaseModel):
+class JobRequest(BaseModel):
     """POST /api/v1/ body: one job, as upstream pman accepts it."""
 
     model_config = ConfigDict(extra="forbid", title="JobRequest")
@@ -111,7 +111,7 @@ JobStatus = Literal[
 ]
 
 
-class JobResponse(BaseModel):
+class Job(BaseModel):
     """A job as upstream pman describes it."""
 
     model_config = ConfigDict(title="Job")
@@ -133,7 +133,7 @@ class ServerInfo(BaseModel):
     storage_type: str
 
 
-class ErrorResponse(BaseModel):
+class Error(BaseModel):
     model_config = ConfigDict(title="Error")
 
     message: str = Field(description="what went wrong, in words")

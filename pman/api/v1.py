@@ -9,9 +9,9 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from pydantic import ValidationError
 
+from pman.api import schemas
 from pman.api.context import runtime
 from pman.api.openapi import openapi_document
-from pman.api.schemas import Health, JobRequestModel, JobResponse, JobStatus, ServerInfo
 from pman.errors import InvalidJobSpec, JobExists, PmanError
 from pman.jobs import build_spec
 from pman.models import JobInfo, JobRequest, JobState
@@ -22,7 +22,7 @@ v1 = Blueprint("v1", __name__, url_prefix="/api/v1")
 health = Blueprint("health", __name__)
 
 #: pman's states as upstream's five status strings
-V1_STATUS: dict[JobState, JobStatus] = {
+V1_STATUS: dict[JobState, schemas.JobStatus] = {
     JobState.QUEUED: "notstarted",
     JobState.RUNNING: "started",
     JobState.SUCCEEDED: "finishedSuccessfully",
@@ -35,7 +35,7 @@ V1_STATUS: dict[JobState, JobStatus] = {
 
 def job_body(info: JobInfo, logs: str) -> dict[str, Any]:
     ts = info.timestamp
-    return JobResponse(
+    return schemas.Job(
         jid=info.name,
         image=info.image,
         cmd=shlex.join(info.command),
@@ -67,7 +67,7 @@ def _validation_error(e: ValidationError) -> InvalidJobSpec:
 @v1.get("/")
 def server_info() -> Response:
     s = runtime().settings
-    info = ServerInfo(
+    info = schemas.ServerInfo(
         server_version=s.server_version,
         container_env=s.container_env,
         storage_type=s.storage_type,
@@ -82,7 +82,7 @@ def submit_job() -> tuple[Response, int]:
     if not isinstance(body, dict):
         raise InvalidJobSpec("the request body must be a JSON object", fields={"body": "not JSON"})
     try:
-        model = JobRequestModel.model_validate(body)
+        model = schemas.JobRequest.model_validate(body)
     except ValidationError as e:
         raise _validation_error(e) from None
     rt.backend.check_name(model.jid)
@@ -135,7 +135,7 @@ def health_check() -> tuple[Response, int]:
     try:
         backend.ping()
     except PmanError as e:
-        body = Health(status="unavailable", backend=backend.describe(), message=e.message)
+        body = schemas.Health(status="unavailable", backend=backend.describe(), message=e.message)
         return jsonify(body.model_dump()), 503
-    body = Health(status="ok", backend=backend.describe(), message="the backend answers")
+    body = schemas.Health(status="ok", backend=backend.describe(), message="the backend answers")
     return jsonify(body.model_dump()), 200

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskClient
+
+from pman.app import create_app
+from pman.settings import Settings, load_settings
+from tests.unit.fakes import FakeBackend
+
+
+@pytest.fixture
+def storebase(tmp_path: Path) -> Path:
+    base = tmp_path / "storebase"
+    (base / "key-1" / "incoming").mkdir(parents=True)
+    (base / "key-1" / "incoming" / "data.txt").write_text("data\n")
+    return base
+
+
+def make_settings(storebase: Path, tmp_path: Path, **env: str) -> Settings:
+    environ = {"STOREBASE": str(storebase), "PMAN_DATA_DIR": str(tmp_path / "data"), **env}
+    return load_settings(environ)
+
+
+@pytest.fixture
+def fake() -> FakeBackend:
+    return FakeBackend()
+
+
+@pytest.fixture
+def settings(storebase: Path, tmp_path: Path) -> Settings:
+    return make_settings(storebase, tmp_path)
+
+
+@pytest.fixture
+def client(settings: Settings, fake: FakeBackend) -> Iterator[FlaskClient]:
+    app = create_app(settings=settings, backend=fake)
+    with app.test_client() as c:
+        yield c

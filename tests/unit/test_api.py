@@ -1,0 +1,179 @@
+"""The v1 contract and the error mapping, against a fake backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskClient
+
+from pman.app import create_app
+from pman.errors import (
+    BackendError,
+    BackendUnavailable,
+    InvalidJobSpec,
+    JobExists,
+    JobNotFound,
+    UnsupportedOption,
+)
+from pman.models import JobState
+from tests.helpers import job_body
+from tests.unit.conftest import make_settings
+from tests.unit.fakes import FakeBackend
+
+
+def test_server_info(client: FlaskClient) -> None:
+    data = client.get("/api/v1/").get_json()
+    assert data == {"server_version": "4.0.0", "container_env": "local", "storage_type": "host"}
+
+
+def test_post_get_delete_contract(client: FlaskClient, fake: FakeBackend) -> None:
+    body = job_body(
+        jid="chris-jid-1", args=["--n", "1", "--mask", "a b"], args_path_flags=["--mask"]
+    )
+    resp = client.post("/api/v1/", json=body)
+    assert resp.status_code == 201
+    data = resp.get_json()
+    assert list(data) == ["jid", "image", "cmd", "status", "message", "timestamp", "logs"]
+    assert data["cmd"] == (
+        "copyplugin --n 1 --mask /share/incoming /share/incoming /share/outgoing"
+    )
+    assert data["status"] == "started"
+    assert data["timestamp"] == "2026-01-02T03:04:05+00:00"
+    assert data["logs"] == ""
+
+    fake.logs_text["chris-jid-1"] = "".join(f"line {i}\n" for i in range(2000))
+    fake.set_state("chris-jid-1", JobState.SUCCEEDED, exit_code=0, message="exited with code 0")
+    data = client.get("/api/v1/chris-jid-1/").get_json()
+    assert data["status"] == "finishedSuccessfully"
+    assert data["logs"].splitlines() == [f"line {i}" for i in range(1000, 2000)]  # JOB_LOGS_TAIL
+
+    assert client.delete("/api/v1/chris-jid-1/").status_code == 204
+    assert fake.deleted == ["chris-jid-1"]
+    resp = client.get("/api/v1/chris-jid-1/")
+    assert resp.status_code == 404
+    assert "chris-jid-1" in resp.get_json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("state", "v1"),
+    [
+        (JobState.QUEUED, "notstarted"),
+        (JobState.RUNNING, "started"),
+        (JobState.SUCCEEDED, "finishedSuccessfully"),
+        (JobState.FAILED, "finishedWithError"),
+        (JobState.SYSTEM_ERROR, "finishedWithError"),
+        (JobState.CANCELLED, "finishedWithError"),
+        (JobState.UNKNOWN, "undefined"),
+    ],
+)
+def test_states_map_to_upstream_strings(
+    client: FlaskClient, fake: FakeBackend, state: JobState, v1: str
+) -> None:
+    client.post("/api/v1/", json=job_body(jid="s"))
+    fake.set_state("s", state)
+    assert client.get("/api/v1/s/").get_json()["status"] == v1
+
+
+def test_url_without_trailing_slash_and_leading_slash_jid(client: FlaskClient) -> None:
+    client.post("/api/v1/", json=job_body(jid="/j2"))
+    assert client.get("/api/v1/j2").status_code == 200
+
+
+def test_same_request_again_returns_the_existing_job(
+    client: FlaskClient, fake: FakeBackend
+) -> None:
+    body = job_body(jid="retry")
+    first = client.post("/api/v1/", json=body)
+    again = client.post("/api/v1/", json=body)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.get_json()["jid"] == "retry"
+    assert len(fake.specs) == 1
+
+
+def test_different_request_same_jid_is_409(client: FlaskClient) -> None:
+    client.post("/api/v1/", json=job_body(jid="dup"))
+    resp = client.post("/api/v1/", json=job_body(jid="dup", cpu_limit=2000))
+    assert resp.status_code == 409
+    assert "dup" in resp.get_json()["message"]
+
+
+def test_delete_unknown_is_404(client: FlaskClient, fake: FakeBackend) -> None:
+    assert client.delete("/api/v1/nope/").status_code == 404
+    assert fake.deleted == []
+
+
+def test_remove_jobs_no_keeps_the_job(storebase: Path, tmp_path: Path, fake: FakeBackend) -> None:
+    app = create_app(make_settings(storebase, tmp_path, REMOVE_JOBS="no"), backend=fake)
+    c = app.test_client()
+    c.post("/api/v1/", json=job_body(jid="keep"))
+    assert c.delete("/api/v1/keep/").status_code == 204
+    assert fake.deleted == []
+    assert c.get("/api/v1/keep/").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (InvalidJobSpec("bad thing"), 400),
+        (UnsupportedOption("no gpus"), 400),
+        (JobNotFound("gone"), 404),
+        (JobExists("taken"), 409),
+        (BackendUnavailable("Docker engine at unix:///x is unreachable"), 503),
+        (BackendError("engine broke"), 502),
+    ],
+)
+def test_error_mapping(
+    client: FlaskClient, fake: FakeBackend, error: Exception, status: int
+) -> None:
+    fake.fail_with = error
+    resp = client.post("/api/v1/", json=job_body())
+    assert resp.status_code == status
+    if status != 409:  # the API words a name clash itself
+        assert resp.get_json()["message"] == str(error)
+    assert client.get("/api/v1/x/").status_code == status
+
+
+def test_bug_is_a_json_500_without_trace(client: FlaskClient, fake: FakeBackend) -> None:
+    fake.fail_with = RuntimeError("secret internals at /srv/pman")
+    resp = client.get("/api/v1/x/")
+    assert resp.status_code == 500
+    text = resp.get_data(as_text=True)
+    assert "Traceback" not in text and "secret internals" not in text
+    assert resp.get_json()["message"].startswith("internal error")
+
+
+def test_health_follows_the_backend(client: FlaskClient, fake: FakeBackend) -> None:
+    assert client.get("/health").status_code == 200
+    fake.fail_with = BackendUnavailable("Docker engine at unix:///x is unreachable")
+    resp = client.get("/health")
+    assert resp.status_code == 503
+    assert "Docker engine" in resp.get_json()["message"]
+
+
+def test_unknown_route_and_method_are_json(client: FlaskClient) -> None:
+    resp = client.get("/api/v2/")
+    assert resp.status_code == 404 and "message" in resp.get_json()
+    resp = client.put("/api/v1/")
+    assert resp.status_code == 405 and "message" in resp.get_json()
+    assert "POST" in resp.headers["Allow"]
+
+
+def test_backend_is_built_once(
+    storebase: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pman.app
+
+    built: list[str] = []
+
+    def fake_load(name: str, settings: object) -> FakeBackend:
+        built.append(name)
+        return FakeBackend()
+
+    monkeypatch.setattr(pman.app, "load_backend", fake_load)
+    app = create_app(make_settings(storebase, tmp_path))
+    c = app.test_client()
+    for _ in range(3):
+        c.post("/api/v1/", json=job_body())
+        c.get("/api/v1/")
+    assert built == ["local"]

@@ -1,0 +1,70 @@
+"""The OpenAPI document is valid 3.1 and describes what the service answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jsonschema
+import pytest
+from flask.testing import FlaskClient
+from openapi_spec_validator import validate
+
+from pman.errors import BackendUnavailable
+from tests.helpers import job_body
+from tests.unit.fakes import FakeBackend
+
+
+@pytest.fixture
+def doc(client: FlaskClient) -> dict[str, Any]:
+    resp = client.get("/api/v1/openapi.json")
+    assert resp.status_code == 200
+    return resp.get_json()
+
+
+def check(doc: dict[str, Any], component: str, instance: Any) -> None:
+    schema = {"$ref": f"#/components/schemas/{component}", "components": doc["components"]}
+    jsonschema.validate(instance, schema, cls=jsonschema.Draft202012Validator)
+
+
+def test_document_is_valid_openapi_31(doc: dict[str, Any]) -> None:
+    assert doc["openapi"].startswith("3.1")
+    validate(doc)
+
+
+def test_request_schema_matches_the_validator(doc: dict[str, Any]) -> None:
+    check(doc, "JobRequest", job_body(cpu_limit="1000"))
+    for bad in (job_body(cpu_limit=None), job_body(type="xx"), job_body(extra=1)):
+        with pytest.raises(jsonschema.ValidationError):
+            check(doc, "JobRequest", bad)
+    required = set(doc["components"]["schemas"]["JobRequest"]["required"])
+    assert required == set(job_body()) - {"args_path_flags", "env"}
+
+
+def test_responses_match_their_schemas(
+    client: FlaskClient, fake: FakeBackend, doc: dict[str, Any]
+) -> None:
+    check(doc, "ServerInfo", client.get("/api/v1/").get_json())
+    created = client.post("/api/v1/", json=job_body(jid="o"))
+    check(doc, "Job", created.get_json())
+    check(doc, "Job", client.get("/api/v1/o/").get_json())
+    check(doc, "Error", client.post("/api/v1/", json=job_body(cpu_limit=None)).get_json())
+    check(doc, "Error", client.get("/api/v1/missing/").get_json())
+    check(doc, "Health", client.get("/health").get_json())
+    fake.fail_with = BackendUnavailable("down")
+    check(doc, "Health", client.get("/health").get_json())
+
+
+def test_every_route_is_documented(client: FlaskClient, doc: dict[str, Any]) -> None:
+    app = client.application
+    documented = {
+        (path.replace("{jid}", "<jid>"), method.upper())
+        for path, ops in doc["paths"].items()
+        for method in ops
+        if method != "parameters"
+    }
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        path = rule.rule.replace("<string:jid>", "<jid>")
+        for method in rule.methods - {"HEAD", "OPTIONS"}:  # type: ignore[operator]
+            assert (path, method) in documented, (path, method)

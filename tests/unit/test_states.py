@@ -1,0 +1,141 @@
+"""Engine state tables: every engine state maps as documented."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pman.backends.docker import DOCKER_STATES, job_info_from_inspect, parse_engine_time
+from pman.backends.local import LOCAL_STATES, LocalBackend, tail_lines
+from pman.models import JobState
+
+
+def inspect(status: str, **state: Any) -> dict[str, Any]:
+    st = {
+        "Status": status,
+        "ExitCode": 0,
+        "OOMKilled": False,
+        "Error": "",
+        "StartedAt": "2026-11-23T10:00:00.123456789Z",
+        "FinishedAt": "0001-01-01T00:00:00Z",
+    }
+    st.update(state)
+    return {
+        "Name": "/job",
+        "Created": "2026-11-23T09:59:59.5Z",
+        "State": st,
+        "Config": {
+            "Image": "img:latest",
+            "Entrypoint": ["copyplugin"],
+            "Cmd": ["/share/outgoing"],
+            "Labels": {
+                "org.chrisproject.pman.image": "img",
+                "org.chrisproject.pman.fingerprint": "f",
+            },
+        },
+        "HostConfig": {"Memory": 64 * 1024 * 1024},
+    }
+
+
+@pytest.mark.parametrize(
+    ("status", "state"),
+    [
+        ("created", JobState.QUEUED),
+        ("running", JobState.RUNNING),
+        ("paused", JobState.RUNNING),
+        ("restarting", JobState.RUNNING),
+        ("dead", JobState.SYSTEM_ERROR),
+        ("removing", JobState.CANCELLED),
+        ("configured", JobState.QUEUED),
+        ("weird-new-state", JobState.UNKNOWN),
+    ],
+)
+def test_docker_status_table(status: str, state: JobState) -> None:
+    assert job_info_from_inspect(inspect(status)).state is state
+
+
+def test_docker_exit_codes_and_oom() -> None:
+    ok = job_info_from_inspect(inspect("exited", FinishedAt="2026-11-23T10:00:01Z"))
+    assert (ok.state, ok.exit_code, ok.message) == (JobState.SUCCEEDED, 0, "exited with code 0")
+    assert ok.finished_at is not None and ok.finished_at.tzinfo is not None
+    assert ok.image == "img" and ok.command == ["copyplugin", "/share/outgoing"]
+
+    bad = job_info_from_inspect(inspect("exited", ExitCode=3))
+    assert (bad.state, bad.exit_code, bad.reason) == (JobState.FAILED, 3, "exit_code")
+
+    oom = job_info_from_inspect(inspect("exited", ExitCode=137, OOMKilled=True))
+    assert (oom.state, oom.reason) == (JobState.FAILED, "oom_killed")
+    assert "out of memory" in oom.message and "64 MiB" in oom.message
+
+    never = job_info_from_inspect(
+        inspect("exited", ExitCode=127, Error="exec failed", StartedAt="0001-01-01T00:00:00Z")
+    )
+    assert never.state is JobState.SYSTEM_ERROR
+
+
+def test_every_docker_state_has_a_mapping_or_a_rule() -> None:
+    for status in DOCKER_STATES:
+        assert job_info_from_inspect(inspect(status)).state is not JobState.UNKNOWN
+
+
+def test_engine_times() -> None:
+    t = parse_engine_time("2026-11-23T10:00:00.123456789Z")
+    assert t is not None and t.microsecond == 123456 and t.utcoffset() is not None
+    assert parse_engine_time("0001-01-01T00:00:00Z") is None
+    assert parse_engine_time("2026-11-23T10:00:00.5+02:00").utcoffset().total_seconds() == 7200  # type: ignore[union-attr]
+
+
+def _job(tmp_path: Path, **files: dict[str, Any]) -> LocalBackend:
+    jobdir = tmp_path / "jobs" / "j"
+    jobdir.mkdir(parents=True)
+    spec = {"image": "i", "command": ["c"], "created_at": "2020-01-01T00:00:00+00:00"}
+    (jobdir / "spec.json").write_text(json.dumps(spec))
+    for name, data in files.items():
+        (jobdir / f"{name}.json").write_text(json.dumps(data))
+    return LocalBackend(tmp_path / "jobs", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("files", "state"),
+    [
+        (
+            {"result": {"exit_code": 0, "finished_at": "2020-01-01T00:00:01+00:00"}},
+            JobState.SUCCEEDED,
+        ),
+        ({"result": {"exit_code": 2, "finished_at": "2020-01-01T00:00:01+00:00"}}, JobState.FAILED),
+        (
+            {"result": {"exit_code": 137, "signal": 9, "finished_at": "2020-01-01T00:00:01+00:00"}},
+            JobState.FAILED,
+        ),
+        (
+            {
+                "result": {
+                    "exit_code": 127,
+                    "error": "boom",
+                    "finished_at": "2020-01-01T00:00:01+00:00",
+                }
+            },
+            JobState.SYSTEM_ERROR,
+        ),
+        ({"runner": {"pid": 999999999}}, JobState.SYSTEM_ERROR),  # supervisor gone
+        ({}, JobState.SYSTEM_ERROR),  # never started, long ago
+    ],
+)
+def test_local_states(tmp_path: Path, files: dict[str, Any], state: JobState) -> None:
+    info = _job(tmp_path, **files).get("j")
+    assert info.state is state
+    assert set(LOCAL_STATES.values()) >= {state}
+
+
+def test_tail_lines(tmp_path: Path) -> None:
+    p = tmp_path / "log"
+    p.write_text("".join(f"{i}\n" for i in range(100000)))
+    assert tail_lines(p, 3) == "99997\n99998\n99999\n"
+    assert tail_lines(p, 0) == ""
+    assert tail_lines(tmp_path / "missing", 5) == ""
+    short = tmp_path / "short"
+    short.write_text("a\nb")
+    assert tail_lines(short, 10) == "a\nb"
