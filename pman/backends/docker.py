@@ -282,7 +282,8 @@ class DockerBackend(Backend):
                 self._pull(spec.image)
                 cid = self._create(spec, host_config)
         except docker.errors.APIError as e:
-            if e.status_code == 409:
+            # Docker says 409; Podman 500 with "already in use"
+            if e.status_code == 409 or "already in use" in str(e.explanation):
                 raise JobExists(
                     f"a container named {spec.name!r} exists already",
                     existing=self._owned_info_or_none(spec.name),

@@ -175,7 +175,7 @@ class LocalBackend(Backend):
                 timeout=_SUBMIT_GRACE_S,
             )
         except (subprocess.SubprocessError, OSError) as e:
-            shutil.rmtree(jobdir, ignore_errors=True)
+            self.delete(spec.name)  # stops a supervisor that did start, then removes
             raise BackendError(f"could not start the local job supervisor: {e}") from e
         return JobInfo(
             name=spec.name,
@@ -254,18 +254,18 @@ class LocalBackend(Backend):
             return
         runner = _read_json(jobdir / "runner.json")
         if runner is not None:
-            self._kill_group(runner["pid"], jobdir)
+            self._kill_group(runner["pid"], runner["pgid"], jobdir)
         shutil.rmtree(jobdir, ignore_errors=True)
 
     @staticmethod
-    def _kill_group(pid: int, jobdir: Path) -> None:
+    def _kill_group(pid: int, pgid: int, jobdir: Path) -> None:
         """Stop the supervisor's whole session, then wait until it is gone, so that
         it cannot write into a folder a new job of the same name gets."""
         for sig, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
             if not _pid_runs(pid, jobdir):
                 return
             try:
-                os.killpg(pid, sig)
+                os.killpg(pgid, sig)
             except ProcessLookupError:
                 return
             deadline = time.monotonic() + wait_s

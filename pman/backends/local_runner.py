@@ -68,14 +68,21 @@ def supervise(jobdir: Path) -> int:
 
 def main() -> None:
     jobdir = Path(sys.argv[1])
-    # Double fork: pman's child exits at once (pman reaps it), the supervisor is
-    # adopted by init and leads its own session, so pman can signal the group.
+    # Double fork: pman's child exits at once (pman reaps it) and the supervisor
+    # is adopted by init, in a session and process group of its own that the
+    # job inherits, so pman can signal the whole group.
     if os.fork() > 0:
         os._exit(0)
     os.setsid()
     if os.fork() > 0:
         os._exit(0)
-    write_json(jobdir / "runner.json", {"pid": os.getpid()})
+    # Let go of pman's pipes (pman waits for them to close); the supervisor's
+    # own complaints go to the job folder.
+    devnull = os.open(os.devnull, os.O_RDWR)
+    errors = os.open(jobdir / "supervisor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    for fd, target in ((0, devnull), (1, errors), (2, errors)):
+        os.dup2(target, fd)
+    write_json(jobdir / "runner.json", {"pid": os.getpid(), "pgid": os.getpgrp()})
     os._exit(supervise(jobdir))
 
 

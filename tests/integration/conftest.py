@@ -1,0 +1,175 @@
+"""Real engines behind a real HTTP server.
+
+Each test gets a pman server on 127.0.0.1 (port 0, read back) with its own
+STOREBASE. When an engine is missing the test skips on a laptop and FAILS when
+engines are required (PMAN_REQUIRE_ENGINES=1, or CI=true).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import pytest
+import requests
+from werkzeug.serving import make_server
+
+from pman.app import create_app
+from pman.settings import load_settings
+from tests.helpers import job_body
+
+REQUIRE_ENGINES = (
+    os.environ.get("PMAN_REQUIRE_ENGINES", "").lower() in ("1", "true", "yes")
+    or os.environ.get("CI", "").lower() == "true"
+)
+SOCKETS = {
+    "docker": os.environ.get("PMAN_TEST_DOCKER_HOST", "unix:///var/run/docker.sock"),
+    "podman": os.environ.get("PMAN_TEST_PODMAN_HOST", "unix:///run/podman/podman.sock"),
+}
+TEST_IMAGE = os.environ.get("PMAN_TEST_IMAGE", "localhost/pman-test-plugin:latest")
+PLUGIN_BIN = Path(__file__).resolve().parents[1] / "images" / "plugin" / "bin"
+FINISHED = ("finishedSuccessfully", "finishedWithError")
+
+
+def engine_missing(reason: str) -> None:
+    """Skip on a developer's machine; fail when the run requires engines."""
+    if REQUIRE_ENGINES:
+        pytest.fail(f"required engine missing: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+_engine_checked: dict[str, docker.APIClient] = {}
+
+
+def engine_client(name: str) -> docker.APIClient:
+    if name in _engine_checked:
+        return _engine_checked[name]
+    url = SOCKETS[name]
+    try:
+        api = docker.APIClient(base_url=url, version="1.41", timeout=30)
+        api.ping()
+    except Exception as e:
+        engine_missing(f"{name} does not answer at {url} ({e}); run scripts/engines-up.sh")
+    try:
+        api.inspect_image(TEST_IMAGE)
+    except docker.errors.NotFound:
+        engine_missing(f"{name} lacks {TEST_IMAGE}; run scripts/build-test-images.sh")
+    _engine_checked[name] = api
+    return api
+
+
+@dataclass
+class Pman:
+    """A running pman and the engine under it."""
+
+    url: str
+    backend: str
+    storebase: Path
+    engine: docker.APIClient | None
+    jids: list[str] = field(default_factory=list)
+
+    def body(self, plugin: str = "copyplugin", **overrides: Any) -> dict[str, Any]:
+        entry = [str(PLUGIN_BIN / plugin)] if self.backend == "local" else [plugin]
+        b = job_body(entrypoint=entry, image=TEST_IMAGE, **overrides)
+        self.jids.append(b["jid"].lstrip("/"))
+        return b
+
+    def post(self, body: dict[str, Any]) -> requests.Response:
+        return requests.post(f"{self.url}/api/v1/", json=body, timeout=60)
+
+    def get(self, jid: str) -> requests.Response:
+        return requests.get(f"{self.url}/api/v1/{jid}/", timeout=60)
+
+    def delete(self, jid: str) -> requests.Response:
+        return requests.delete(f"{self.url}/api/v1/{jid}/", timeout=60)
+
+    def wait(self, jid: str, until: tuple[str, ...] = FINISHED, timeout: float = 60) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            resp = self.get(jid)
+            assert resp.status_code == 200, resp.text
+            data = resp.json()
+            if data["status"] in until:
+                return data
+            if time.monotonic() > deadline:
+                raise AssertionError(f"job {jid} still {data['status']} after {timeout}s: {data}")
+            time.sleep(0.1)
+
+    def container(self, jid: str) -> dict[str, Any] | None:
+        """The engine's own view of the job's container, None if there is none."""
+        assert self.engine is not None
+        try:
+            return self.engine.inspect_container(jid)
+        except docker.errors.NotFound:
+            return None
+
+    def out(self, body: dict[str, Any]) -> Path:
+        return self.storebase / body["output_dir"]
+
+
+def _serve(app: Any) -> tuple[Any, str]:
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_port}"
+
+
+BACKENDS = [
+    pytest.param("local", marks=pytest.mark.local),
+    pytest.param("docker", marks=pytest.mark.docker),
+    pytest.param("podman", marks=pytest.mark.podman),
+]
+CONTAINER_BACKENDS = BACKENDS[1:]
+
+
+@pytest.fixture
+def make_pman(tmp_path: Path) -> Iterator[Callable[..., Pman]]:
+    """make_pman(backend, **ENV) -> a running pman; all its jobs are removed afterwards."""
+    started: list[tuple[Any, Pman]] = []
+
+    def make(backend: str, **env: str) -> Pman:
+        engine = engine_client(backend) if backend in SOCKETS else None
+        storebase = tmp_path / f"storebase-{uuid.uuid4().hex[:6]}"
+        (storebase / "key-1" / "incoming").mkdir(parents=True)
+        (storebase / "key-1" / "incoming" / "data.txt").write_text("some data\n")
+        environ = {
+            "CONTAINER_ENV": backend,
+            "STOREBASE": str(storebase),
+            "PMAN_DATA_DIR": str(tmp_path / "pman-data"),
+            **({"DOCKER_HOST": SOCKETS[backend]} if backend in SOCKETS else {}),
+            **env,
+        }
+        app = create_app(load_settings(environ))
+        server, url = _serve(app)
+        p = Pman(url, backend, storebase, engine)
+        started.append((server, p))
+        return p
+
+    yield make
+    for server, p in started:
+        for jid in p.jids:
+            if p.engine is not None:
+                try:
+                    p.engine.remove_container(jid, force=True)
+                except docker.errors.NotFound:
+                    pass
+            else:
+                requests.delete(f"{p.url}/api/v1/{jid}/", timeout=30)
+        server.shutdown()
+
+
+@pytest.fixture(params=BACKENDS)
+def pman(request: pytest.FixtureRequest, make_pman: Callable[..., Pman]) -> Pman:
+    return make_pman(request.param)
+
+
+@pytest.fixture(params=CONTAINER_BACKENDS)
+def cpman(request: pytest.FixtureRequest, make_pman: Callable[..., Pman]) -> Pman:
+    return make_pman(request.param)
