@@ -7,6 +7,7 @@ engines are required (PMAN_REQUIRE_ENGINES=1, or CI=true).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -156,10 +157,8 @@ def make_pman(tmp_path: Path) -> Iterator[Callable[..., Pman]]:
     for server, p in started:
         for jid in p.jids:
             if p.engine is not None:
-                try:
+                with contextlib.suppress(docker.errors.NotFound):
                     p.engine.remove_container(jid, force=True)
-                except docker.errors.NotFound:
-                    pass
             else:
                 requests.delete(f"{p.url}/api/v1/{jid}/", timeout=30)
         server.shutdown()
