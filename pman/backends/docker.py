@@ -72,8 +72,15 @@ def parse_engine_time(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text)
 
 
-def _state_of(attrs: dict[str, Any], memory_limit: int) -> tuple[JobState, str, str]:
-    """(state, reason, message) of an inspected container."""
+def _state_of(
+    attrs: dict[str, Any], memory_limit: int, oom_reported: bool
+) -> tuple[JobState, str, str]:
+    """(state, reason, message) of an inspected container.
+
+    ``oom_reported`` is False for engines whose OOM flag cannot be trusted to
+    be set (Podman with cgroup v1): there a SIGKILL under a memory limit is
+    reported as a probable OOM kill.
+    """
     st = attrs.get("State") or {}
     status = str(st.get("Status", "")).lower()
     if status not in DOCKER_STATES:
@@ -87,7 +94,8 @@ def _state_of(attrs: dict[str, Any], memory_limit: int) -> tuple[JobState, str, 
     code = st.get("ExitCode")
     # The OOM flag means some process of the container was killed for memory;
     # if the job still exited 0 it handled that itself and succeeded.
-    oom = f"out of memory (memory_limit {memory_limit // _MIB} MiB)" if st.get("OOMKilled") else ""
+    limit = f"memory_limit {memory_limit // _MIB} MiB"
+    oom = f"out of memory ({limit})" if st.get("OOMKilled") else ""
     if code == 0:
         return (
             JobState.SUCCEEDED,
@@ -98,15 +106,22 @@ def _state_of(attrs: dict[str, Any], memory_limit: int) -> tuple[JobState, str, 
         return JobState.FAILED, "oom_killed", f"killed: {oom}, exit code {code}"
     if st.get("Error") and parse_engine_time(st.get("StartedAt")) is None:
         return JobState.SYSTEM_ERROR, "start_failed", f"could not start: {st['Error']}"
+    if code == 137 and memory_limit and not oom_reported:
+        return (
+            JobState.FAILED,
+            "killed",
+            f"killed by SIGKILL (exit code 137); this engine does not report OOM kills, "
+            f"so it was most likely out of memory ({limit})",
+        )
     return JobState.FAILED, "exit_code", f"exited with code {code}"
 
 
-def job_info_from_inspect(attrs: dict[str, Any]) -> JobInfo:
+def job_info_from_inspect(attrs: dict[str, Any], oom_reported: bool = True) -> JobInfo:
     config = attrs.get("Config") or {}
     host = attrs.get("HostConfig") or {}
     st = attrs.get("State") or {}
     labels = config.get("Labels") or {}
-    state, reason, message = _state_of(attrs, host.get("Memory") or 0)
+    state, reason, message = _state_of(attrs, host.get("Memory") or 0, oom_reported)
     command = [*(config.get("Entrypoint") or []), *(config.get("Cmd") or [])]
     return JobInfo(
         name=attrs.get("Name", "").lstrip("/"),
@@ -126,6 +141,8 @@ def job_info_from_inspect(attrs: dict[str, Any]) -> JobInfo:
 class DockerBackend(Backend):
     name = "docker"
     engine: ClassVar[str] = "Docker engine"
+    #: whether the engine reliably sets State.OOMKilled
+    oom_reported: ClassVar[bool] = True
 
     def __init__(self, api: docker.APIClient, settings: Settings) -> None:
         self.api = api
@@ -255,16 +272,21 @@ class DockerBackend(Backend):
         )
         return created["Id"]
 
+    def _image_missing(self, image: str, why: str) -> InvalidJobSpec:
+        return InvalidJobSpec(
+            f"image {image!r} is not on the {self.engine} and could not be pulled: {why}",
+            fields={"image": "not present and not pullable"},
+        )
+
     def _pull(self, image: str) -> None:
         repository, tag = parse_repository_tag(image)
         try:
-            self.api.pull(repository, tag=tag or "latest")
+            # A pull reports failure inside its progress stream (Podman always does)
+            for event in self.api.pull(repository, tag=tag or "latest", stream=True, decode=True):
+                if isinstance(event, dict) and event.get("error"):
+                    raise self._image_missing(image, str(event["error"]))
         except docker.errors.APIError as e:
-            raise InvalidJobSpec(
-                f"image {image!r} is not on the {self.engine} and could not be pulled: "
-                f"{e.explanation or e}",
-                fields={"image": "not present and not pullable"},
-            ) from e
+            raise self._image_missing(image, str(e.explanation or e)) from e
 
     def submit(self, spec: JobSpec) -> JobInfo:
         if spec.resources.number_of_workers != 1:
@@ -280,7 +302,10 @@ class DockerBackend(Backend):
             except docker.errors.NotFound:
                 # Docker says ImageNotFound; Podman's wording makes the SDK say NotFound
                 self._pull(spec.image)
-                cid = self._create(spec, host_config)
+                try:
+                    cid = self._create(spec, host_config)
+                except docker.errors.NotFound as e:
+                    raise self._image_missing(spec.image, str(e.explanation or e)) from e
         except docker.errors.APIError as e:
             # Docker says 409; Podman 500 with "already in use"
             if e.status_code == 409 or "already in use" in str(e.explanation):
@@ -351,12 +376,12 @@ class DockerBackend(Backend):
 
     def _owned_info_or_none(self, name: str) -> JobInfo | None:
         try:
-            return job_info_from_inspect(self._inspect_owned(name))
+            return job_info_from_inspect(self._inspect_owned(name), self.oom_reported)
         except JobNotFound:
             return None
 
     def get(self, name: str) -> JobInfo:
-        return job_info_from_inspect(self._inspect_owned(name))
+        return job_info_from_inspect(self._inspect_owned(name), self.oom_reported)
 
     def logs(self, name: str, tail: int) -> str:
         if tail <= 0:
@@ -392,6 +417,8 @@ class PodmanBackend(DockerBackend):
 
     name = "podman"
     engine = "Podman service"
+    # Podman 4 on cgroup v1 leaves OOMKilled false after an OOM kill
+    oom_reported = False
 
     def submit(self, spec: JobSpec) -> JobInfo:
         if spec.resources.gpu_limit > 0:

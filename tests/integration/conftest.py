@@ -79,7 +79,7 @@ class Pman:
 
     def body(self, plugin: str = "copyplugin", **overrides: Any) -> dict[str, Any]:
         entry = [str(PLUGIN_BIN / plugin)] if self.backend == "local" else [plugin]
-        b = job_body(entrypoint=entry, image=TEST_IMAGE, **overrides)
+        b = job_body(**{"entrypoint": entry, "image": TEST_IMAGE, **overrides})
         self.jids.append(b["jid"].lstrip("/"))
         return b
 
@@ -172,3 +172,9 @@ def pman(request: pytest.FixtureRequest, make_pman: Callable[..., Pman]) -> Pman
 @pytest.fixture(params=CONTAINER_BACKENDS)
 def cpman(request: pytest.FixtureRequest, make_pman: Callable[..., Pman]) -> Pman:
     return make_pman(request.param)
+
+
+@pytest.fixture(params=CONTAINER_BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The name of a container backend, for tests that build their own pman."""
+    return request.param

@@ -70,6 +70,14 @@ def test_docker_exit_codes_and_oom() -> None:
     assert (oom.state, oom.reason) == (JobState.FAILED, "oom_killed")
     assert "out of memory" in oom.message and "64 MiB" in oom.message
 
+    # An engine that does not report OOM kills (Podman on cgroup v1): a SIGKILL
+    # under a memory limit is called a probable OOM kill, never a plain exit.
+    killed = job_info_from_inspect(inspect("exited", ExitCode=137), oom_reported=False)
+    assert (killed.state, killed.reason) == (JobState.FAILED, "killed")
+    assert "out of memory" in killed.message
+    plain = job_info_from_inspect(inspect("exited", ExitCode=137))
+    assert "out of memory" not in plain.message
+
     never = job_info_from_inspect(
         inspect("exited", ExitCode=127, Error="exec failed", StartedAt="0001-01-01T00:00:00Z")
     )
