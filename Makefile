@@ -1,0 +1,28 @@
+# Conveniences over scripts/dev.sh, which works without make on a fresh machine.
+.PHONY: run test venv lint format engines images clean
+
+run:
+	bash scripts/dev.sh run
+
+test:
+	bash scripts/dev.sh test
+
+venv:
+	bash scripts/dev.sh venv
+
+lint: venv
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+format: venv
+	.venv/bin/ruff check --fix .
+	.venv/bin/ruff format .
+
+engines:
+	bash scripts/engines-up.sh
+
+images:
+	bash scripts/build-test-images.sh
+
+clean:
+	rm -rf .venv storebase pman-data .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# pman's two entry points on a fresh Debian 12 machine (root, Python 3.11):
+#
+#   bash scripts/dev.sh run    set up a virtualenv and serve pman on 127.0.0.1:5010
+#                              with the local backend and STOREBASE=./storebase
+#   bash scripts/dev.sh test   set up everything the tests need (apt packages,
+#                              dockerd, the Podman service, test images, pip
+#                              packages), lint, and run the whole test suite
+#
+# Both are idempotent: what is installed or running already is left alone.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+VENV=${PMAN_VENV:-$ROOT/.venv}
+PYTHON=${PYTHON:-python3}
+log() { printf '[pman] %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+apt_install() {  # apt_install PKG... : install what is missing, 'apt-get update' once
+  local missing=() p
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ "${#missing[@]}" -eq 0 ] && return 0
+  [ "$(id -u)" = 0 ] || die "need root to install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -o DPkg::Lock::Timeout=300 update -qq
+  apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+setup_venv() {
+  command -v "$PYTHON" >/dev/null || apt_install python3
+  "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 11), sys.version' \
+    || die "pman needs Python 3.11 or newer"
+  # Debian's python3 ships venv and ensurepip separately
+  "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
+  local stamp="$VENV/.pman-installed" want
+  want=$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    log "installing pman and its test tools into $VENV"
+    [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[test]"
+    echo "$want" >"$stamp"
+  fi
+}
+
+cmd_run() {
+  setup_venv
+  export CONTAINER_ENV=${CONTAINER_ENV:-local}
+  export STOREBASE=${STOREBASE:-$ROOT/storebase}
+  export PMAN_DATA_DIR=${PMAN_DATA_DIR:-$ROOT/pman-data}
+  mkdir -p "$STOREBASE"
+  log "serving on http://127.0.0.1:${PMAN_PORT:-5010} (CONTAINER_ENV=$CONTAINER_ENV STOREBASE=$STOREBASE)"
+  exec "$VENV/bin/pman" serve --host "${PMAN_HOST:-127.0.0.1}" --port "${PMAN_PORT:-5010}"
+}
+
+cmd_test() {
+  setup_venv
+  bash "$ROOT/scripts/engines-up.sh"
+  bash "$ROOT/scripts/build-test-images.sh"
+  cd "$ROOT"
+  log "lint: ruff"
+  "$VENV/bin/ruff" check .
+  "$VENV/bin/ruff" format --check .
+  log "tests: pytest (engines required: a missing engine fails the run)"
+  # pytest's exit code 5 (no tests collected) is a failure here like any other
+  PMAN_REQUIRE_ENGINES=1 "$VENV/bin/pytest" -p no:cacheprovider "$@"
+}
+
+case "${1:-}" in
+  run) shift; cmd_run "$@" ;;
+  test) shift; cmd_test "$@" ;;
+  venv) setup_venv ;;
+  *) echo "usage: $0 run|test [pytest args]|venv" >&2; exit 2 ;;
+esac
