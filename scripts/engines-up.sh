@@ -36,24 +36,34 @@ case "$file_out" in *"not a dynamic"*|*"statically linked"*) ;; *) die "/bin/bus
 
 # ---------------------------------------------------------------- dockerd
 docker_ok() { curl -sf --max-time 3 --unix-socket "$DOCKER_SOCK" http://d/_ping >/dev/null 2>&1; }
+alive() {  # alive PID NAME: a live (not zombie) process called NAME
+  local st
+  st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+  [ -n "$st" ] && [ "$st" != Z ] && [ "$(cat "/proc/$1/comm" 2>/dev/null)" = "$2" ]
+}
+live_dockerd() { local p; for p in $(pgrep -x dockerd); do alive "$p" dockerd && { echo "$p"; return 0; }; done; return 1; }
+wait_docker() { local _; for _ in $(seq 1 "$1"); do docker_ok && return 0; sleep 0.2; done; return 1; }
 if ! docker_ok; then
-  pidf=/var/run/docker.pid
-  if [ -s "$pidf" ]; then
-    pid=$(tr -dc '0-9' <"$pidf")
-    if [ -n "$pid" ] && [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = dockerd ]; then
-      log "dockerd (pid $pid) is running but not answering yet"
-    else
-      log "removing stale $pidf (pid ${pid:-?} is not a live dockerd)"
-      rm -f "$pidf"
+  if pid=$(live_dockerd); then
+    log "dockerd (pid $pid) runs but does not answer yet; waiting"
+    if ! wait_docker 150; then
+      log "dockerd (pid $pid) never answered; restarting it"
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 1 100); do alive "$pid" dockerd || break; sleep 0.1; done
+      kill -9 "$pid" 2>/dev/null || true
     fi
   fi
-  # containerd's pid/sock may be stale too after a hard stop
-  if ! pgrep -x dockerd >/dev/null; then
+  if ! docker_ok; then
+    # after a hard stop dockerd leaves its pid file and refuses to start
+    pidf=/var/run/docker.pid
+    if [ -s "$pidf" ] && ! alive "$(tr -dc '0-9' <"$pidf")" dockerd; then
+      log "removing stale $pidf"
+      rm -f "$pidf"
+    fi
     log "starting dockerd (log: $LOGDIR/dockerd.log)"
     setsid dockerd >>"$LOGDIR/dockerd.log" 2>&1 </dev/null &
+    wait_docker 300 || { tail -n 30 "$LOGDIR/dockerd.log" >&2; die "dockerd does not answer on $DOCKER_SOCK"; }
   fi
-  for _ in $(seq 1 150); do docker_ok && break; sleep 0.2; done
-  docker_ok || { tail -n 30 "$LOGDIR/dockerd.log" >&2; die "dockerd does not answer on $DOCKER_SOCK"; }
 fi
 log "docker answers on $DOCKER_SOCK ($(docker version -f '{{.Server.Version}}' 2>/dev/null))"
 
@@ -78,7 +88,7 @@ cap_eff=$(awk '/^CapEff/ {print $2}' /proc/self/status)
 if (( (16#$cap_eff >> 24) & 1 )); then
   rm -f "$ULIMITS_CONF"
 else
-  svc=$(pgrep -n -f 'podman system service') || die "podman service pid not found"
+  svc=$(pgrep -n -f '^podman system service') || die "podman service pid not found"
   nofile=$(awk '/^Max open files/ {print $5}' "/proc/$svc/limits")
   nproc=$(awk '/^Max processes/ {print $4}' "/proc/$svc/limits")
   want="# written by pman scripts/engines-up.sh: no CAP_SYS_RESOURCE on this host
