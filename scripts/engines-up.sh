@@ -53,17 +53,26 @@ if ! docker_ok; then
       kill -9 "$pid" 2>/dev/null || true
     fi
   fi
-  if ! docker_ok; then
+  # A dockerd started right after a hard stop sometimes gives up waiting for
+  # its containerd ("timeout waiting for containerd to start"): try again.
+  for attempt in 1 2 3; do
+    docker_ok && break
     # after a hard stop dockerd leaves its pid file and refuses to start
     pidf=/var/run/docker.pid
     if [ -s "$pidf" ] && ! alive "$(tr -dc '0-9' <"$pidf")" dockerd; then
       log "removing stale $pidf"
       rm -f "$pidf"
     fi
-    log "starting dockerd (log: $LOGDIR/dockerd.log)"
+    log "starting dockerd, attempt $attempt (log: $LOGDIR/dockerd.log)"
     setsid dockerd >>"$LOGDIR/dockerd.log" 2>&1 </dev/null &
-    wait_docker 300 || { tail -n 30 "$LOGDIR/dockerd.log" >&2; die "dockerd does not answer on $DOCKER_SOCK"; }
-  fi
+    dpid=$!
+    for _ in $(seq 1 300); do
+      docker_ok && break
+      alive "$dpid" dockerd || { log "dockerd exited during start-up"; break; }
+      sleep 0.2
+    done
+  done
+  docker_ok || { tail -n 30 "$LOGDIR/dockerd.log" >&2; die "dockerd does not answer on $DOCKER_SOCK"; }
 fi
 log "docker answers on $DOCKER_SOCK ($(docker version -f '{{.Server.Version}}' 2>/dev/null))"
 
