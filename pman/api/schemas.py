@@ -82,6 +82,16 @@ class JobRequest(BaseModel):
     input_dir: StrictStr = Field(description="input folder, relative to STOREBASE")
     output_dir: StrictStr = Field(description="output folder, relative to STOREBASE")
 
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, v: Any) -> Any:
+        # a NUL cannot pass into an argv, an environment or a path
+        if (isinstance(v, str) and "\x00" in v) or (
+            isinstance(v, list) and any("\x00" in item for item in v)
+        ):
+            raise ValueError("must not contain NUL characters")
+        return v
+
     @field_validator("jid")
     @classmethod
     def _strip_jid(cls, v: str) -> str:

@@ -8,6 +8,7 @@ inspect.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from datetime import UTC, datetime
 from typing import Any, ClassVar, NoReturn
@@ -52,7 +53,8 @@ DOCKER_STATES: dict[str, JobState | None] = {
     "dead": JobState.SYSTEM_ERROR,
 }
 
-_ZERO_TIME = "0001-01-01T00:00:00Z"
+#: request fields named by words in an engine's 4xx message
+_ENGINE_WORDS = {"memory_limit": "memory", "cpu_limit": "cpu", "image": "image"}
 _MIB = 1024 * 1024
 #: Where pfcon mounts the storebase volume (upstream's convention), used to
 #: find the volume from pfcon's container when VOLUME_NAME is not given.
@@ -141,6 +143,11 @@ def job_info_from_inspect(attrs: dict[str, Any], oom_reported: bool = True) -> J
 class DockerBackend(Backend):
     name = "docker"
     engine: ClassVar[str] = "Docker engine"
+    # Docker's container-name rule: [a-zA-Z0-9][a-zA-Z0-9_.-]+ (two characters at least)
+    name_pattern = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{1,127}")
+    name_rule = (
+        "2 to 128 characters: letters, digits, '_', '.', '-', starting with a letter or digit"
+    )
     #: whether the engine reliably sets State.OOMKilled
     oom_reported: ClassVar[bool] = True
 
@@ -182,9 +189,11 @@ class DockerBackend(Backend):
         if isinstance(e, requests.exceptions.ConnectionError | FileNotFoundError):
             raise BackendUnavailable(f"{where} is unreachable while {doing}: {e}") from e
         if isinstance(e, docker.errors.APIError):
-            text = e.explanation or str(e)
+            text = str(e.explanation or e)
             if e.status_code is not None and 400 <= e.status_code < 500:
-                raise InvalidJobSpec(f"{where} refused {doing}: {text}") from e
+                # name the request field the engine objects to, where it says
+                fields = {f: text for f, word in _ENGINE_WORDS.items() if word in text.lower()}
+                raise InvalidJobSpec(f"{where} refused {doing}: {text}", fields=fields) from e
             raise BackendError(f"{where} failed {doing}: {text}", detail=text) from e
         if isinstance(e, docker.errors.DockerException):
             raise BackendUnavailable(f"{where}: {e}") from e
@@ -344,7 +353,15 @@ class DockerBackend(Backend):
                     f"{self.engine}: {text}",
                     fields={"gpu_limit": "no GPU available"},
                 ) from e
-            if "executable file not found" in low or "no such file or directory" in low:
+            if "memory limit" in low:
+                raise InvalidJobSpec(
+                    f"memory_limit={spec.resources.memory_limit} MiB is refused by the "
+                    f"{self.engine}: {text}",
+                    fields={"memory_limit": "too small for the engine"},
+                ) from e
+            if "executable file not found" in low or (
+                "exec" in low and "no such file or directory" in low
+            ):
                 raise InvalidJobSpec(
                     f"the {self.engine} could not start the command {spec.command[0]!r}: {text}",
                     fields={"entrypoint": "not executable in the image"},
@@ -396,8 +413,9 @@ class DockerBackend(Backend):
 
     def delete(self, name: str) -> None:
         try:
-            self._inspect_owned(name)
-            self.api.remove_container(name, force=True, v=True)
+            # by id: the name could be taken by another container in between
+            cid = self._inspect_owned(name)["Id"]
+            self.api.remove_container(cid, force=True, v=True)
         except (JobNotFound, docker.errors.NotFound):
             return
         except Exception as e:

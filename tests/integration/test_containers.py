@@ -165,3 +165,11 @@ def test_engine_down_is_503_naming_the_engine(
     health = requests.get(f"{p.url}/health", timeout=10)
     assert health.status_code == 503
     assert health.json()["status"] == "unavailable"
+
+
+def test_engine_rejection_names_the_field_and_leaves_nothing(cpman: Pman) -> None:
+    body = cpman.body(memory_limit=1)  # below every engine's minimum (6 MiB)
+    resp = cpman.post(body)
+    assert resp.status_code == 400, resp.text
+    assert "memory_limit" in resp.json()["fields"]
+    assert cpman.container(body["jid"]) is None

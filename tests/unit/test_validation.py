@@ -84,6 +84,9 @@ def test_each_required_field_is_required(
         ("jid", 12),
         ("image", ""),
         ("auid", None),
+        ("args", ["ok", "nul\x00byte"]),
+        ("output_dir", "out\x00put"),
+        ("env", ["A=\x00"]),
     ],
 )
 def test_bad_values_are_400_with_the_field_named(
