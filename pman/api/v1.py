@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from pman.api import schemas
 from pman.api.context import runtime
 from pman.api.openapi import openapi_document
-from pman.errors import InvalidJobSpec, JobExists, PmanError
+from pman.errors import InvalidJobSpec, JobExists, JobNotFound, PmanError
 from pman.jobs import build_spec
 from pman.models import JobInfo, JobRequest, JobState
 
@@ -102,10 +102,21 @@ def submit_job() -> tuple[Response, int]:
     return jsonify(job_body(info, "")), 201
 
 
+def _job_name(jid: str) -> str:
+    """The jid of a URL; one the engine could never have accepted is simply unknown
+    (and never reaches the backend, where it might be a path)."""
+    jid = jid.lstrip("/")
+    try:
+        runtime().backend.check_name(jid)
+    except InvalidJobSpec:
+        raise JobNotFound(f"no job named {jid!r}") from None
+    return jid
+
+
 @v1.get("/<string:jid>/", strict_slashes=False)
 def get_job(jid: str) -> Response:
     rt = runtime()
-    jid = jid.lstrip("/")
+    jid = _job_name(jid)
     info = rt.backend.get(jid)
     logs = rt.backend.logs(jid, rt.settings.job_logs_tail)
     return jsonify(job_body(info, logs))
@@ -114,7 +125,7 @@ def get_job(jid: str) -> Response:
 @v1.delete("/<string:jid>/", strict_slashes=False)
 def delete_job(jid: str) -> tuple[str, int]:
     rt = runtime()
-    jid = jid.lstrip("/")
+    jid = _job_name(jid)
     rt.backend.get(jid)
     if rt.settings.remove_jobs:
         rt.backend.delete(jid)

@@ -171,7 +171,8 @@ class DockerBackend(Backend):
         return cls(api, settings)
 
     def describe(self) -> str:
-        return f"{self.engine} at {self.api.base_url}"
+        # the SDK shows a unix socket as http+docker://localhost: name the real address
+        return f"{self.engine} at {self.settings.docker_environment()['DOCKER_HOST']}"
 
     def close(self) -> None:
         self.api.close()

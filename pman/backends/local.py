@@ -111,6 +111,8 @@ class LocalBackend(Backend):
         return f"local processes (job records in {self.jobs_dir})"
 
     def _dir(self, name: str) -> Path:
+        if not self.name_pattern.fullmatch(name):  # never a path out of jobs_dir
+            raise JobNotFound(f"no local job named {name!r}")
         return self.jobs_dir / name
 
     # ------------------------------------------------------------------ submit

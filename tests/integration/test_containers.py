@@ -161,6 +161,7 @@ def test_engine_down_is_503_naming_the_engine(
     message = resp.json()["message"]
     assert ("Docker engine" if backend == "docker" else "Podman service") in message
     assert "unreachable" in message
+    assert dead in message, "the message must say where pman looked for the engine"
     assert p.get("anything").status_code == 503
     health = requests.get(f"{p.url}/health", timeout=10)
     assert health.status_code == 503

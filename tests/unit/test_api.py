@@ -177,3 +177,12 @@ def test_backend_is_built_once(
         c.post("/api/v1/", json=job_body())
         c.get("/api/v1/")
     assert built == ["local"]
+
+
+def test_impossible_names_in_urls_never_reach_the_backend(
+    client: FlaskClient, fake: FakeBackend
+) -> None:
+    for path in ("/api/v1/..%2f../", "/api/v1/.../", "/api/v1/a%20b/", "/api/v1/-x/"):
+        assert client.get(path).status_code == 404, path
+        assert client.delete(path).status_code == 404, path
+    assert fake.calls == []
