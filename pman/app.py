@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 
 from flask import Flask
@@ -10,26 +11,47 @@ from pman.api import health, register_error_handlers, v1
 from pman.api.context import EXTENSION_KEY, Runtime
 from pman.backends import load_backend
 from pman.backends.base import Backend
+from pman.registry import Registry
+from pman.service import JobService
 from pman.settings import Settings, load_settings
 from pman.storage import Storage
+from pman.tracker import Tracker
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, backend: Backend | None = None) -> Flask:
-    """Build settings, backend and storage ONCE and register the routes.
+def create_app(
+    settings: Settings | None = None,
+    backend: Backend | None = None,
+    registry: Registry | None = None,
+) -> Flask:
+    """Build settings, backend, registry and tracker ONCE and register the routes.
 
-    Tests inject ``settings`` and/or ``backend``; production reads the
-    environment. Raises ConfigError (all problems at once) on bad settings.
+    Tests inject what they need; production reads the environment. Raises
+    ConfigError (all problems at once) on bad settings.
     """
     settings = settings or load_settings()
     backend = backend or load_backend(settings.container_env, settings)
+    if registry is None:
+        if settings.database_url.startswith("sqlite"):
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        registry = Registry.from_url(settings.database_url)
+    tracker = Tracker(
+        registry,
+        backend,
+        logs_tail=settings.job_logs_tail,
+        interval=settings.tracker_interval,
+    )
+    service = JobService(settings, backend, Storage(settings), registry, tracker)
     app = Flask("pman")
     app.config["SECRET_KEY"] = settings.secret_key
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions[EXTENSION_KEY] = Runtime(settings, backend, Storage(settings))
+    app.extensions[EXTENSION_KEY] = Runtime(settings, service)
     register_error_handlers(app)
     app.register_blueprint(v1)
     app.register_blueprint(health)
+    if settings.tracker_enabled:
+        tracker.start()
+        atexit.register(tracker.stop)
     log.info("pman %s serving %s", settings.server_version, backend.describe())
     return app

@@ -144,6 +144,14 @@ class Settings:
     #: seconds pman waits for one engine call before calling the engine unavailable
     engine_timeout: float = 30.0
     server_version: str = ""
+    #: SQLAlchemy URL of the job registry; default a SQLite file in data_dir
+    database_url: str = ""
+    #: run the tracker that follows the engine (off only for tests that drive it)
+    tracker_enabled: bool = True
+    #: seconds between tracker cycles while jobs are unfinished
+    tracker_interval: float = 0.5
+    #: seconds live logs of a running job are reused between polls
+    logs_cache_seconds: float = 1.0
 
     def docker_environment(self) -> dict[str, str]:
         """The DOCKER_* variables the docker SDK's ``from_env`` understands."""
@@ -153,6 +161,19 @@ class Settings:
         if self.docker_cert_path:
             env["DOCKER_CERT_PATH"] = self.docker_cert_path
         return env
+
+
+def _check_database_url(text: str) -> str:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(text)
+    except ArgumentError as e:
+        raise ValueError(f"{text!r} is not a database URL: {e}") from e
+    if url.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ValueError(f"{url.get_backend_name()!r}: only sqlite and postgresql are supported")
+    return text
 
 
 class _MappingEnv(Env):
@@ -222,11 +243,16 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         data_dir=env.path("PMAN_DATA_DIR", _default_data_dir(environ)),
         engine_timeout=env.float("PMAN_ENGINE_TIMEOUT", 30.0, validate=Range(min=0.1)),
+        database_url=env.str("PMAN_DATABASE_URL", ""),
+        tracker_enabled=env.bool("PMAN_TRACKER", True),
+        tracker_interval=env.float("PMAN_TRACKER_INTERVAL", 0.5, validate=Range(min=0.01)),
+        logs_cache_seconds=env.float("PMAN_LOGS_CACHE_SECONDS", 1.0, validate=Range(min=0)),
     )
     values["job_labels"] = custom("JOB_LABELS", parse_labels, {})
     values["node_selector"] = custom("NODE_SELECTOR", parse_labels, {})
     values["container_user"] = custom("CONTAINER_USER", ContainerUser.parse, ContainerUser())
     values["shm_size"] = custom("SHM_SIZE", parse_mebibytes, None)
+    custom("PMAN_DATABASE_URL", _check_database_url, None)
     try:
         env.seal()
     except EnvValidationError as e:
@@ -251,4 +277,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if values["storebase"] is not None:
         values["storebase"] = Path(os.path.abspath(values["storebase"]))
     values["data_dir"] = Path(os.path.abspath(values["data_dir"]))
+    if not values["database_url"]:
+        values["database_url"] = f"sqlite:///{values['data_dir'] / 'pman.db'}"
     return Settings(server_version=__version__, **values)

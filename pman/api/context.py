@@ -6,9 +6,8 @@ from dataclasses import dataclass
 
 from flask import current_app
 
-from pman.backends.base import Backend
+from pman.service import JobService
 from pman.settings import Settings
-from pman.storage import Storage
 
 EXTENSION_KEY = "pman"
 
@@ -16,8 +15,11 @@ EXTENSION_KEY = "pman"
 @dataclass(frozen=True)
 class Runtime:
     settings: Settings
-    backend: Backend
-    storage: Storage
+    service: JobService
+
+    @property
+    def backend(self):  # type: ignore[no-untyped-def]
+        return self.service.backend
 
 
 def runtime() -> Runtime:

@@ -21,6 +21,16 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _query(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": description,
+    }
+
+
 def _errors(*codes: int) -> dict[str, Any]:
     words = {
         400: "invalid request (the offending fields are named)",
@@ -40,6 +50,8 @@ def openapi_document() -> dict[str, Any]:
         (schemas.ServerInfo, "serialization"),
         (schemas.Error, "serialization"),
         (schemas.Health, "serialization"),
+        (schemas.JobList, "serialization"),
+        (schemas.JobEvents, "serialization"),
     ]
     _, top = models_json_schema(models, ref_template=_REF)
     jid_param = {
@@ -89,6 +101,39 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "204": {"description": "deleted"},
                         **_errors(404, 502, 503),
+                    },
+                },
+            },
+            "/api/v1/{jid}/events/": {
+                "parameters": [jid_param],
+                "get": {
+                    "summary": "The job's state transitions with their times (kept after DELETE)",
+                    "responses": {
+                        "200": _json(_ref("JobEvents"), "the transitions, oldest first"),
+                        **_errors(404, 503),
+                    },
+                },
+            },
+            "/api/v1/jobs/": {
+                "get": {
+                    "summary": "Jobs, newest first, filtered, one page at a time",
+                    "parameters": [
+                        _query("status", "v1 status or pman state; repeat or comma-separate"),
+                        _query("auid", "only this requester's jobs"),
+                        _query("label", "key=value; repeat for several (all must match)"),
+                        _query("include_deleted", "true to list deleted jobs too"),
+                        _query("cursor", "next_cursor of the previous page"),
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 500},
+                            "description": "page size (default 50)",
+                        },
+                    ],
+                    "responses": {
+                        "200": _json(_ref("JobList"), "one page of jobs"),
+                        **_errors(400, 503),
                     },
                 },
             },

@@ -158,3 +158,51 @@ class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     backend: str
     message: str
+
+
+class JobSummary(BaseModel):
+    """A job of the registry, for lists."""
+
+    model_config = ConfigDict(title="JobSummary")
+
+    jid: str
+    status: JobStatus
+    state: Literal[
+        "queued", "running", "succeeded", "failed", "system_error", "cancelled", "unknown"
+    ] = Field(description="pman's own state, finer than status")
+    message: str
+    exit_code: int | None
+    reason: str
+    image: str
+    cmd: str
+    auid: str
+    labels: dict[str, str]
+    submitted_at: str
+    started_at: str | None
+    finished_at: str | None
+    deleted_at: str | None
+
+
+class JobList(BaseModel):
+    model_config = ConfigDict(title="JobList")
+
+    jobs: list[JobSummary]
+    next_cursor: str | None = Field(
+        description="pass as ?cursor= for the next page; null at the end"
+    )
+
+
+class JobEvent(BaseModel):
+    model_config = ConfigDict(title="JobEvent")
+
+    at: str = Field(description="ISO 8601 time of the transition")
+    state: str
+    status: JobStatus
+    message: str
+
+
+class JobEvents(BaseModel):
+    model_config = ConfigDict(title="JobEvents")
+
+    jid: str
+    events: list[JobEvent]

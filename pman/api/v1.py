@@ -1,9 +1,11 @@
-"""The v1 HTTP API, wire-compatible with upstream FNNDSC/pman."""
+"""The v1 HTTP API, wire-compatible with upstream FNNDSC/pman, plus the
+registry's list and events."""
 
 from __future__ import annotations
 
 import logging
 import shlex
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -12,9 +14,9 @@ from pydantic import ValidationError
 from pman.api import schemas
 from pman.api.context import runtime
 from pman.api.openapi import openapi_document
-from pman.errors import InvalidJobSpec, JobExists, JobNotFound, PmanError
-from pman.jobs import build_spec
+from pman.errors import InvalidJobSpec, JobNotFound, PmanError
 from pman.models import JobInfo, JobRequest, JobState
+from pman.registry import JobRecord
 
 log = logging.getLogger(__name__)
 
@@ -31,18 +33,41 @@ V1_STATUS: dict[JobState, schemas.JobStatus] = {
     JobState.CANCELLED: "finishedWithError",
     JobState.UNKNOWN: "undefined",
 }
+MAX_PAGE = 500
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat() if t else None
 
 
 def job_body(info: JobInfo, logs: str) -> dict[str, Any]:
-    ts = info.timestamp
     return schemas.Job(
         jid=info.name,
         image=info.image,
         cmd=shlex.join(info.command),
         status=V1_STATUS[info.state],
         message=info.message,
-        timestamp=ts.isoformat() if ts else "",
+        timestamp=_iso(info.timestamp) or "",
         logs=logs,
+    ).model_dump()
+
+
+def summary_body(r: JobRecord) -> dict[str, Any]:
+    return schemas.JobSummary(
+        jid=r.jid,
+        status=V1_STATUS[r.state],
+        state=r.state.value,  # type: ignore[arg-type]
+        message=r.message,
+        exit_code=r.exit_code,
+        reason=r.reason,
+        image=r.image,
+        cmd=shlex.join(r.cmd),
+        auid=r.auid,
+        labels=r.labels,
+        submitted_at=r.submitted_at.isoformat(),
+        started_at=_iso(r.started_at),
+        finished_at=_iso(r.finished_at),
+        deleted_at=_iso(r.deleted_at),
     ).model_dump()
 
 
@@ -64,6 +89,17 @@ def _validation_error(e: ValidationError) -> InvalidJobSpec:
     return InvalidJobSpec(f"invalid job request: {summary}", fields=fields)
 
 
+def _job_name(jid: str) -> str:
+    """The jid of a URL; one the engine could never have accepted is simply unknown
+    (and never reaches the backend, where it might be a path)."""
+    jid = jid.lstrip("/")
+    try:
+        runtime().backend.check_name(jid)
+    except InvalidJobSpec:
+        raise JobNotFound(f"no job named {jid!r}") from None
+    return jid
+
+
 @v1.get("/")
 def server_info() -> Response:
     s = runtime().settings
@@ -77,7 +113,6 @@ def server_info() -> Response:
 
 @v1.post("/")
 def submit_job() -> tuple[Response, int]:
-    rt = runtime()
     body = request.get_json(force=True, silent=True)
     if not isinstance(body, dict):
         raise InvalidJobSpec("the request body must be a JSON object", fields={"body": "not JSON"})
@@ -85,54 +120,88 @@ def submit_job() -> tuple[Response, int]:
         model = schemas.JobRequest.model_validate(body)
     except ValidationError as e:
         raise _validation_error(e) from None
-    rt.backend.check_name(model.jid)
-    spec = build_spec(JobRequest(**model.model_dump()), rt.settings, rt.storage)
-    rt.storage.prepare_output(spec.mounts)
-    try:
-        info = rt.backend.submit(spec)
-    except JobExists as e:
-        if e.existing is not None and e.existing.fingerprint == spec.fingerprint:
-            log.info("job %s resubmitted with the same request: returning it", spec.name)
-            return jsonify(job_body(e.existing, "")), 200
-        raise JobExists(
-            f"job {spec.name!r} exists already with a different request; "
-            "delete it first or use another jid"
-        ) from e
-    log.info("job %s submitted to %s", spec.name, rt.backend.describe())
-    return jsonify(job_body(info, "")), 201
-
-
-def _job_name(jid: str) -> str:
-    """The jid of a URL; one the engine could never have accepted is simply unknown
-    (and never reaches the backend, where it might be a path)."""
-    jid = jid.lstrip("/")
-    try:
-        runtime().backend.check_name(jid)
-    except InvalidJobSpec:
-        raise JobNotFound(f"no job named {jid!r}") from None
-    return jid
+    done = runtime().service.submit(JobRequest(**model.model_dump()))
+    return jsonify(job_body(done.record.info(), "")), 201 if done.created else 200
 
 
 @v1.get("/<string:jid>/", strict_slashes=False)
 def get_job(jid: str) -> Response:
-    rt = runtime()
-    jid = _job_name(jid)
-    info = rt.backend.get(jid)
-    logs = rt.backend.logs(jid, rt.settings.job_logs_tail)
-    return jsonify(job_body(info, logs))
+    record, logs = runtime().service.status(_job_name(jid))
+    return jsonify(job_body(record.info(), logs))
 
 
 @v1.delete("/<string:jid>/", strict_slashes=False)
 def delete_job(jid: str) -> tuple[str, int]:
-    rt = runtime()
-    jid = _job_name(jid)
-    rt.backend.get(jid)
-    if rt.settings.remove_jobs:
-        rt.backend.delete(jid)
-        log.info("job %s deleted", jid)
-    else:
-        log.info("job %s not deleted: REMOVE_JOBS=no", jid)
+    runtime().service.delete(_job_name(jid))
     return "", 204
+
+
+@v1.get("/<string:jid>/events/", strict_slashes=False)
+def job_events(jid: str) -> Response:
+    record, events = runtime().service.events(_job_name(jid))
+    body = schemas.JobEvents(
+        jid=record.jid,
+        events=[
+            schemas.JobEvent(
+                at=e.at.isoformat(),
+                state=e.state.value,
+                status=V1_STATUS[e.state],
+                message=e.message,
+            )
+            for e in events
+        ],
+    )
+    return jsonify(body.model_dump())
+
+
+_STATES_BY_NAME: dict[str, list[JobState]] = {s.value: [s] for s in JobState}
+for _state, _status in V1_STATUS.items():
+    _STATES_BY_NAME.setdefault(_status, []).append(_state)
+
+
+def _query_states(values: list[str]) -> list[JobState]:
+    states: list[JobState] = []
+    for value in (v.strip() for item in values for v in item.split(",")):
+        if value not in _STATES_BY_NAME:
+            raise InvalidJobSpec(
+                f"status {value!r} is not a v1 status nor a pman state",
+                fields={"status": f"one of {', '.join(sorted(_STATES_BY_NAME))}"},
+            )
+        states.extend(_STATES_BY_NAME[value])
+    return states
+
+
+@v1.get("/jobs/", strict_slashes=False)
+def list_jobs() -> Response:
+    args = request.args
+    labels: dict[str, str] = {}
+    for item in args.getlist("label"):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidJobSpec("label must be key=value", fields={"label": "not key=value"})
+        labels[key] = value
+    try:
+        limit = int(args.get("limit", "50"))
+    except ValueError:
+        limit = -1
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidJobSpec(
+            f"limit must be a whole number from 1 to {MAX_PAGE}", fields={"limit": "out of range"}
+        )
+    include_deleted = args.get("include_deleted", "false").lower() in ("1", "true", "yes")
+    try:
+        page = runtime().service.list(
+            states=_query_states(args.getlist("status")) or None,
+            auid=args.get("auid"),
+            labels=labels,
+            include_deleted=include_deleted,
+            cursor=args.get("cursor"),
+            limit=limit,
+        )
+    except ValueError as e:
+        raise InvalidJobSpec(f"cursor: {e}", fields={"cursor": str(e)}) from e
+    body = {"jobs": [summary_body(r) for r in page.records], "next_cursor": page.next_cursor}
+    return jsonify(body)
 
 
 @v1.get("/openapi.json")

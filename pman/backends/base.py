@@ -52,6 +52,19 @@ class Backend(ABC):
         """Stop the job if it runs and remove it. Deleting twice is not an error."""
 
     @abstractmethod
+    def list(self) -> list[JobInfo]:
+        """Every job pman created that the engine knows, in ONE engine call.
+
+        The state may be coarser than ``get`` gives (no OOM flag, say): the
+        tracker calls ``get`` for a job whose state changed.
+        """
+
+    def list_active(self) -> list[JobInfo]:
+        """Jobs not finished yet, in one engine call; engines that can filter
+        on their side override this so a cycle's cost follows running jobs only."""
+        return [info for info in self.list() if not info.state.finished]
+
+    @abstractmethod
     def ping(self) -> None:
         """Return if the engine answers, else raise BackendUnavailable."""
 

@@ -118,6 +118,33 @@ def _state_of(
     return JobState.FAILED, "exit_code", f"exited with code {code}"
 
 
+_EXITED = re.compile(r"Exited \((-?\d+)\)")
+
+
+def job_info_from_summary(c: dict[str, Any]) -> JobInfo:
+    """A container of the list endpoint: state, and the exit code from its Status text."""
+    status = str(c.get("State", "")).lower()
+    labels = c.get("Labels") or {}
+    state = DOCKER_STATES.get(status, JobState.UNKNOWN)
+    exit_code = None
+    if state is None:
+        m = _EXITED.search(c.get("Status", ""))
+        exit_code = int(m.group(1)) if m else None
+        state = JobState.SUCCEEDED if exit_code == 0 else JobState.FAILED
+    names = c.get("Names") or [""]
+    created = c.get("Created")
+    return JobInfo(
+        name=names[0].lstrip("/"),
+        state=state,
+        image=labels.get(LABEL_IMAGE) or c.get("Image", ""),
+        exit_code=exit_code,
+        message=c.get("Status", ""),
+        created_at=datetime.fromtimestamp(created, UTC) if isinstance(created, int) else None,
+        fingerprint=labels.get(LABEL_FINGERPRINT),
+        labels=labels,
+    )
+
+
 def job_info_from_inspect(attrs: dict[str, Any], oom_reported: bool = True) -> JobInfo:
     config = attrs.get("Config") or {}
     host = attrs.get("HostConfig") or {}
@@ -137,6 +164,7 @@ def job_info_from_inspect(attrs: dict[str, Any], oom_reported: bool = True) -> J
         started_at=parse_engine_time(st.get("StartedAt")),
         finished_at=parse_engine_time(st.get("FinishedAt")) if state.finished else None,
         fingerprint=labels.get(LABEL_FINGERPRINT),
+        labels=labels,
     )
 
 
@@ -150,6 +178,8 @@ class DockerBackend(Backend):
     )
     #: whether the engine reliably sets State.OOMKilled
     oom_reported: ClassVar[bool] = True
+    #: the unfinished states, as the engine's list ``status`` filter spells them
+    active_status_filter: ClassVar[tuple[str, ...]] = ("created", "running", "paused", "restarting")
 
     def __init__(self, api: docker.APIClient, settings: Settings) -> None:
         self.api = api
@@ -422,6 +452,22 @@ class DockerBackend(Backend):
         except Exception as e:
             self._raise(e, f"removing {name!r}")
 
+    def _list(self, statuses: list[str] | None) -> list[JobInfo]:
+        filters: dict[str, Any] = {"label": f"{LABEL_MANAGED}=true"}
+        if statuses:
+            filters["status"] = statuses
+        try:
+            found = self.api.containers(all=True, filters=filters)
+        except Exception as e:
+            self._raise(e, "listing pman's containers")
+        return [job_info_from_summary(c) for c in found]
+
+    def list(self) -> list[JobInfo]:
+        return self._list(None)
+
+    def list_active(self) -> list[JobInfo]:
+        return self._list(list(self.active_status_filter))
+
     def ping(self) -> None:
         try:
             self.api.ping()
@@ -438,6 +484,8 @@ class PodmanBackend(DockerBackend):
     engine = "Podman service"
     # Podman 4 on cgroup v1 leaves OOMKilled false after an OOM kill
     oom_reported = False
+    # Podman's compatible API refuses "restarting" in the filter (pman jobs never restart)
+    active_status_filter = ("created", "running", "paused")
 
     def submit(self, spec: JobSpec) -> JobInfo:
         if spec.resources.gpu_limit > 0:

@@ -241,7 +241,19 @@ class LocalBackend(Backend):
             started_at=_parse_time(started["started_at"]) if started else None,
             finished_at=_parse_time(result["finished_at"]) if result else None,
             fingerprint=spec.get("fingerprint"),
+            labels=spec.get("labels") or {},
         )
+
+    def list(self) -> list[JobInfo]:
+        if not self.jobs_dir.is_dir():
+            return []
+        infos = []
+        for jobdir in self.jobs_dir.iterdir():
+            try:
+                infos.append(self.get(jobdir.name))
+            except JobNotFound:
+                continue  # being created or removed right now
+        return infos
 
     def logs(self, name: str, tail: int) -> str:
         jobdir = self._dir(name)

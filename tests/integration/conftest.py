@@ -75,6 +75,7 @@ class Pman:
     backend: str
     storebase: Path
     engine: docker.APIClient | None
+    app: Any = None
     jids: list[str] = field(default_factory=list)
 
     def body(self, plugin: str = "copyplugin", **overrides: Any) -> dict[str, Any]:
@@ -143,13 +144,13 @@ def make_pman(tmp_path: Path) -> Iterator[Callable[..., Pman]]:
         environ = {
             "CONTAINER_ENV": backend,
             "STOREBASE": str(storebase),
-            "PMAN_DATA_DIR": str(tmp_path / "pman-data"),
+            "PMAN_DATA_DIR": str(storebase.with_name(storebase.name + "-data")),
             **({"DOCKER_HOST": SOCKETS[backend]} if backend in SOCKETS else {}),
             **env,
         }
         app = create_app(load_settings(environ))
         server, url = _serve(app)
-        p = Pman(url, backend, storebase, engine)
+        p = Pman(url, backend, storebase, engine, app=app)
         started.append((server, p))
         return p
 
@@ -162,6 +163,7 @@ def make_pman(tmp_path: Path) -> Iterator[Callable[..., Pman]]:
             else:
                 requests.delete(f"{p.url}/api/v1/{jid}/", timeout=30)
         server.shutdown()
+        p.app.extensions["pman"].service.tracker.stop()
 
 
 @pytest.fixture(params=BACKENDS)

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 
 from pman.app import create_app
 from pman.settings import Settings, load_settings
+from pman.tracker import CycleReport
 from tests.unit.fakes import FakeBackend
 
 
@@ -20,7 +22,13 @@ def storebase(tmp_path: Path) -> Path:
 
 
 def make_settings(storebase: Path, tmp_path: Path, **env: str) -> Settings:
-    environ = {"STOREBASE": str(storebase), "PMAN_DATA_DIR": str(tmp_path / "data"), **env}
+    # the tests drive the tracker themselves (track fixture): no background thread
+    environ = {
+        "STOREBASE": str(storebase),
+        "PMAN_DATA_DIR": str(tmp_path / "data"),
+        "PMAN_TRACKER": "off",
+        **env,
+    }
     return load_settings(environ)
 
 
@@ -35,7 +43,17 @@ def settings(storebase: Path, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def client(settings: Settings, fake: FakeBackend) -> Iterator[FlaskClient]:
-    app = create_app(settings=settings, backend=fake)
+def app(settings: Settings, fake: FakeBackend) -> Flask:
+    return create_app(settings=settings, backend=fake)
+
+
+@pytest.fixture
+def client(app: Flask) -> Iterator[FlaskClient]:
     with app.test_client() as c:
         yield c
+
+
+@pytest.fixture
+def track(app: Flask) -> Callable[[], CycleReport]:
+    """Run one tracker cycle, as the background tracker would."""
+    return app.extensions["pman"].service.tracker.run_once

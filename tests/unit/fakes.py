@@ -65,6 +65,10 @@ class FakeBackend(Backend):
         self.jobs.pop(name, None)
         self.deleted.append(name)
 
+    def list(self) -> list[JobInfo]:
+        self._maybe_fail("list")
+        return list(self.jobs.values())
+
     def ping(self) -> None:
         self._maybe_fail("ping")
 

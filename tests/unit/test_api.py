@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,9 @@ def test_server_info(client: FlaskClient) -> None:
     assert data == {"server_version": "4.0.0", "container_env": "local", "storage_type": "host"}
 
 
-def test_post_get_delete_contract(client: FlaskClient, fake: FakeBackend) -> None:
+def test_post_get_delete_contract(
+    client: FlaskClient, fake: FakeBackend, track: Callable[[], object]
+) -> None:
     body = job_body(
         jid="chris-jid-1", args=["--n", "1", "--mask", "a b"], args_path_flags=["--mask"]
     )
@@ -44,6 +47,8 @@ def test_post_get_delete_contract(client: FlaskClient, fake: FakeBackend) -> Non
 
     fake.logs_text["chris-jid-1"] = "".join(f"line {i}\n" for i in range(2000))
     fake.set_state("chris-jid-1", JobState.SUCCEEDED, exit_code=0, message="exited with code 0")
+    assert client.get("/api/v1/chris-jid-1/").get_json()["status"] == "started"  # not tracked yet
+    track()
     data = client.get("/api/v1/chris-jid-1/").get_json()
     assert data["status"] == "finishedSuccessfully"
     assert data["logs"].splitlines() == [f"line {i}" for i in range(1000, 2000)]  # JOB_LOGS_TAIL
@@ -68,10 +73,11 @@ def test_post_get_delete_contract(client: FlaskClient, fake: FakeBackend) -> Non
     ],
 )
 def test_states_map_to_upstream_strings(
-    client: FlaskClient, fake: FakeBackend, state: JobState, v1: str
+    client: FlaskClient, fake: FakeBackend, track: Callable[[], object], state: JobState, v1: str
 ) -> None:
     client.post("/api/v1/", json=job_body(jid="s"))
     fake.set_state("s", state)
+    track()
     assert client.get("/api/v1/s/").get_json()["status"] == v1
 
 
@@ -131,12 +137,13 @@ def test_error_mapping(
     assert resp.status_code == status
     if status != 409:  # the API words a name clash itself
         assert resp.get_json()["message"] == str(error)
-    assert client.get("/api/v1/x/").status_code == status
+    # the failed submission left no record behind
+    assert client.get("/api/v1/jobs/").get_json()["jobs"] == []
 
 
 def test_bug_is_a_json_500_without_trace(client: FlaskClient, fake: FakeBackend) -> None:
     fake.fail_with = RuntimeError("secret internals at /srv/pman")
-    resp = client.get("/api/v1/x/")
+    resp = client.post("/api/v1/", json=job_body())
     assert resp.status_code == 500
     text = resp.get_data(as_text=True)
     assert "Traceback" not in text and "secret internals" not in text

@@ -1,0 +1,580 @@
+"""The job registry: every job pman accepted, its state and its transitions.
+
+SQLAlchemy 2 Core over SQLite (default, a file under PMAN_DATA_DIR) or
+PostgreSQL (PMAN_DATABASE_URL), with the same code. A job's record outlives
+its DELETE, so history survives; ``active`` marks the one current job of a
+jid, and a new POST after DELETE makes a new record.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ParamSpec, TypeVar
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine, RowMapping
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
+
+from pman.errors import BackendUnavailable, JobExists, JobNotFound
+from pman.models import JobInfo, JobSpec, JobState
+
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+metadata = MetaData()
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("jid", String(255), nullable=False),
+    #: True for the current job of a jid; False once deleted
+    Column("active", Boolean, nullable=False, default=True),
+    Column("backend", String(32), nullable=False),
+    #: the engine's own id (container id, job id...)
+    Column("native_id", String(255)),
+    Column("state", String(16), nullable=False),
+    Column("exit_code", Integer),
+    Column("reason", String(64), nullable=False, default=""),
+    Column("message", Text, nullable=False, default=""),
+    Column("image", Text, nullable=False, default=""),
+    Column("cmd", JSON, nullable=False),
+    Column("auid", String(255), nullable=False, default=""),
+    Column("spec", JSON),
+    Column("fingerprint", String(64)),
+    Column("submitted_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("deleted_at", DateTime(timezone=True)),
+    #: the logs' last lines, kept once the job is finished
+    Column("logs", Text),
+)
+Index(
+    "jobs_one_active_jid",
+    jobs.c.jid,
+    unique=True,
+    sqlite_where=jobs.c.active,
+    postgresql_where=jobs.c.active,
+)
+Index("jobs_unfinished", jobs.c.active, jobs.c.state)
+Index("jobs_by_state", jobs.c.state, jobs.c.id)
+Index("jobs_by_auid", jobs.c.auid, jobs.c.id)
+
+job_labels = Table(
+    "job_labels",
+    metadata,
+    Column("job_id", Integer, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+Index("job_labels_by_pair", job_labels.c.key, job_labels.c.value, job_labels.c.job_id)
+
+job_events = Table(
+    "job_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", Integer, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("message", Text, nullable=False, default=""),
+)
+Index("job_events_by_job", job_events.c.job_id, job_events.c.id)
+
+UNFINISHED = (JobState.QUEUED.value, JobState.RUNNING.value, JobState.UNKNOWN.value)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """SQLite gives back naive datetimes; every time pman keeps is UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One row of the registry."""
+
+    id: int
+    jid: str
+    active: bool
+    backend: str
+    native_id: str | None
+    state: JobState
+    exit_code: int | None
+    reason: str
+    message: str
+    image: str
+    cmd: list[str]
+    auid: str
+    fingerprint: str | None
+    submitted_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+    deleted_at: datetime | None
+    logs: str | None
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_row(cls, row: RowMapping, labels: dict[str, str] | None = None) -> JobRecord:
+        return cls(
+            id=row["id"],
+            jid=row["jid"],
+            active=bool(row["active"]),
+            backend=row["backend"],
+            native_id=row["native_id"],
+            state=JobState(row["state"]),
+            exit_code=row["exit_code"],
+            reason=row["reason"] or "",
+            message=row["message"] or "",
+            image=row["image"] or "",
+            cmd=list(row["cmd"] or []),
+            auid=row["auid"] or "",
+            fingerprint=row["fingerprint"],
+            submitted_at=_utc(row["submitted_at"]),  # type: ignore[arg-type]
+            started_at=_utc(row["started_at"]),
+            finished_at=_utc(row["finished_at"]),
+            updated_at=_utc(row["updated_at"]),  # type: ignore[arg-type]
+            deleted_at=_utc(row["deleted_at"]),
+            logs=row["logs"],
+            labels=labels or {},
+        )
+
+    def info(self) -> JobInfo:
+        return JobInfo(
+            name=self.jid,
+            state=self.state,
+            image=self.image,
+            command=self.cmd,
+            exit_code=self.exit_code,
+            reason=self.reason,
+            message=self.message,
+            created_at=self.submitted_at,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            fingerprint=self.fingerprint,
+        )
+
+
+@dataclass(frozen=True)
+class Event:
+    at: datetime
+    state: JobState
+    message: str
+
+
+@dataclass(frozen=True)
+class Page:
+    records: list[JobRecord]
+    #: opaque cursor for the next page, None on the last page
+    next_cursor: str | None
+
+
+def encode_cursor(job_id: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"before": job_id}).encode()).decode()
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        value = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        before = int(value["before"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError("not a cursor this service gave out") from e
+    return before
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cur = dbapi_connection.cursor()
+    # WAL: readers (every gunicorn worker answering polls) never wait for the
+    # tracker's writes; foreign keys for the cascades.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+class RegistryUnavailable(BackendUnavailable):
+    """The job registry's database cannot be used."""
+
+
+def _db(method: Callable[P, R]) -> Callable[P, R]:
+    """Database failures leave the registry as one pman error (503), never a 500."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except (OperationalError, InterfaceError) as e:
+            raise RegistryUnavailable(
+                f"the job registry's database is unavailable: {e.orig}"
+            ) from e
+
+    return wrapper
+
+
+class Registry:
+    """Job records, their labels and their events. Every public method is one
+    short transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def from_url(cls, url: str) -> Registry:
+        registry = cls(make_engine(url))
+        registry.create_schema()
+        return registry
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    def create_schema(self) -> None:
+        try:
+            metadata.create_all(self.engine)
+        except SQLAlchemyError as e:
+            # two workers creating the schema at once: the loser finds it made
+            log.debug("schema creation raced: %s", e)
+            metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ---------------------------------------------------------------- writes
+    @_db
+    def create(self, spec: JobSpec, backend: str) -> JobRecord:
+        """Record a job about to be submitted; JobExists if its jid has an active job."""
+        t = now()
+        values = {
+            "jid": spec.name,
+            "active": True,
+            "backend": backend,
+            "state": JobState.QUEUED.value,
+            "reason": "",
+            "message": "submitting",
+            "image": spec.image,
+            "cmd": spec.command,
+            "auid": spec.auid,
+            "spec": _spec_json(spec),
+            "fingerprint": spec.fingerprint,
+            "submitted_at": t,
+            "updated_at": t,
+        }
+        try:
+            with self.engine.begin() as conn:
+                job_id = conn.execute(insert(jobs).values(**values)).inserted_primary_key[0]
+                if spec.labels:
+                    conn.execute(
+                        insert(job_labels),
+                        [{"job_id": job_id, "key": k, "value": v} for k, v in spec.labels.items()],
+                    )
+                conn.execute(
+                    insert(job_events).values(
+                        job_id=job_id, at=t, state=JobState.QUEUED.value, message="submitted"
+                    )
+                )
+        except IntegrityError as e:
+            existing = self.find_active(spec.name)
+            raise JobExists(
+                f"job {spec.name!r} exists already",
+                existing=existing.info() if existing else None,
+            ) from e
+        return self.get(job_id)
+
+    @_db
+    def adopt(self, info: JobInfo, backend: str, auid: str, labels: dict[str, str]) -> JobRecord:
+        """Record a job found on the engine that the registry did not know."""
+        t = now()
+        with self.engine.begin() as conn:
+            job_id = conn.execute(
+                insert(jobs).values(
+                    jid=info.name,
+                    active=True,
+                    backend=backend,
+                    state=info.state.value,
+                    exit_code=info.exit_code,
+                    reason=info.reason,
+                    message=info.message,
+                    image=info.image,
+                    cmd=info.command,
+                    auid=auid,
+                    fingerprint=info.fingerprint,
+                    submitted_at=info.created_at or t,
+                    started_at=info.started_at,
+                    finished_at=info.finished_at,
+                    updated_at=t,
+                )
+            ).inserted_primary_key[0]
+            if labels:
+                conn.execute(
+                    insert(job_labels),
+                    [{"job_id": job_id, "key": k, "value": v} for k, v in labels.items()],
+                )
+            conn.execute(
+                insert(job_events).values(
+                    job_id=job_id,
+                    at=t,
+                    state=info.state.value,
+                    message="adopted: found on the engine without a record",
+                )
+            )
+        return self.get(job_id)
+
+    @_db
+    def forget(self, job_id: int) -> None:
+        """Drop the record of a job whose submission failed: it never existed."""
+        with self.engine.begin() as conn:
+            conn.execute(delete(job_events).where(job_events.c.job_id == job_id))
+            conn.execute(delete(job_labels).where(job_labels.c.job_id == job_id))
+            conn.execute(delete(jobs).where(jobs.c.id == job_id))
+
+    @_db
+    def record(self, job_id: int, info: JobInfo, logs: str | None = None) -> bool:
+        """Store what the engine says of a job; an event when the state changes.
+
+        Returns True if the state changed. A finished job's state is final:
+        later reports cannot move it back.
+        """
+        t = now()
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                select(jobs.c.state, jobs.c.message).where(jobs.c.id == job_id)
+            ).first()
+            if row is None:
+                return False
+            old = JobState(row.state)
+            if old.finished and info.state is not old:
+                return False
+            values: dict[str, Any] = {
+                "state": info.state.value,
+                "exit_code": info.exit_code,
+                "reason": info.reason,
+                "message": info.message,
+                "updated_at": t,
+            }
+            if info.started_at is not None:
+                values["started_at"] = info.started_at
+            if info.finished_at is not None or info.state.finished:
+                values["finished_at"] = info.finished_at or t
+            if logs is not None:
+                values["logs"] = logs
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
+            changed = old is not info.state
+            if changed:
+                conn.execute(
+                    insert(job_events).values(
+                        job_id=job_id, at=t, state=info.state.value, message=info.message
+                    )
+                )
+        return changed
+
+    @_db
+    def set_native_id(self, job_id: int, native_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(native_id=native_id))
+
+    @_db
+    def mark_deleted(self, job_id: int) -> None:
+        """The job was removed from the engine: keep its history, free its jid."""
+        t = now()
+        with self.engine.begin() as conn:
+            row = conn.execute(select(jobs.c.state).where(jobs.c.id == job_id)).first()
+            if row is None:
+                return
+            values: dict[str, Any] = {"active": False, "deleted_at": t, "updated_at": t}
+            if not JobState(row.state).finished:
+                values.update(
+                    state=JobState.CANCELLED.value,
+                    reason="deleted",
+                    message="deleted while it ran",
+                    finished_at=t,
+                )
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
+            conn.execute(
+                insert(job_events).values(
+                    job_id=job_id,
+                    at=t,
+                    state=values.get("state", row.state),
+                    message="deleted",
+                )
+            )
+
+    # ---------------------------------------------------------------- reads
+    @_db
+    def get(self, job_id: int) -> JobRecord:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
+            if row is None:
+                raise JobNotFound(f"no job record {job_id}")
+            return JobRecord.from_row(row, self._labels(conn, [job_id]).get(job_id))
+
+    @_db
+    def find_active(self, jid: str) -> JobRecord | None:
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(select(jobs).where(and_(jobs.c.jid == jid, jobs.c.active)))
+                .mappings()
+                .first()
+            )
+            return JobRecord.from_row(row) if row is not None else None
+
+    @_db
+    def latest(self, jid: str) -> JobRecord:
+        """The newest record of a jid, deleted or not (for its history)."""
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(select(jobs).where(jobs.c.jid == jid).order_by(jobs.c.id.desc()))
+                .mappings()
+                .first()
+            )
+            if row is None:
+                raise JobNotFound(f"no job named {jid!r}")
+            return JobRecord.from_row(row, self._labels(conn, [row["id"]]).get(row["id"]))
+
+    def active(self, jid: str) -> JobRecord:
+        record = self.find_active(jid)
+        if record is None:
+            raise JobNotFound(f"no job named {jid!r}")
+        return record
+
+    @_db
+    def unfinished(self) -> list[JobRecord]:
+        """Active jobs whose state may still change: what the tracker watches."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(jobs).where(and_(jobs.c.active, jobs.c.state.in_(UNFINISHED)))
+            ).mappings()
+            return [JobRecord.from_row(r) for r in rows]
+
+    @_db
+    def count_unfinished(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(func.count())
+                .select_from(jobs)
+                .where(and_(jobs.c.active, jobs.c.state.in_(UNFINISHED)))
+            ).scalar_one()
+
+    @_db
+    def active_jids(self) -> set[str]:
+        with self.engine.connect() as conn:
+            return set(conn.execute(select(jobs.c.jid).where(jobs.c.active)).scalars())
+
+    @_db
+    def events(self, job_id: int) -> list[Event]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(job_events.c.at, job_events.c.state, job_events.c.message)
+                .where(job_events.c.job_id == job_id)
+                .order_by(job_events.c.id)
+            )
+            return [Event(_utc(r.at), JobState(r.state), r.message) for r in rows]  # type: ignore[arg-type]
+
+    @_db
+    def list(
+        self,
+        *,
+        states: Sequence[JobState] | None = None,
+        auid: str | None = None,
+        labels: dict[str, str] | None = None,
+        include_deleted: bool = False,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> Page:
+        """Jobs newest first, filtered, one page at a time (keyset paging on id)."""
+        query = select(jobs)
+        conditions = []
+        if not include_deleted:
+            conditions.append(jobs.c.active)
+        if states:
+            conditions.append(jobs.c.state.in_([s.value for s in states]))
+        if auid is not None:
+            conditions.append(jobs.c.auid == auid)
+        for key, value in (labels or {}).items():
+            pair = select(job_labels.c.job_id).where(
+                and_(job_labels.c.key == key, job_labels.c.value == value)
+            )
+            conditions.append(jobs.c.id.in_(pair))
+        if cursor is not None:
+            conditions.append(jobs.c.id < decode_cursor(cursor))
+        if conditions:
+            query = query.where(and_(*conditions))
+        query = query.order_by(jobs.c.id.desc()).limit(limit + 1)
+        with self.engine.connect() as conn:
+            rows = list(conn.execute(query).mappings())
+            more = len(rows) > limit
+            rows = rows[:limit]
+            labels_by_job = self._labels(conn, [r["id"] for r in rows])
+        records = [JobRecord.from_row(r, labels_by_job.get(r["id"])) for r in rows]
+        return Page(records, encode_cursor(records[-1].id) if more and records else None)
+
+    @staticmethod
+    def _labels(conn: Any, job_ids: Iterable[int]) -> dict[int, dict[str, str]]:
+        ids = list(job_ids)
+        out: dict[int, dict[str, str]] = {}
+        if not ids:
+            return out
+        rows = conn.execute(
+            select(job_labels.c.job_id, job_labels.c.key, job_labels.c.value).where(
+                job_labels.c.job_id.in_(ids)
+            )
+        )
+        for r in rows:
+            out.setdefault(r.job_id, {})[r.key] = r.value
+        return out
+
+
+def _spec_json(spec: JobSpec) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "image": spec.image,
+        "command": spec.command,
+        "env": spec.env,
+        "resources": vars(spec.resources),
+        "mounts": {"input_dir": spec.mounts.input_dir, "output_dir": spec.mounts.output_dir},
+        "plugin_type": spec.plugin_type,
+        "auid": spec.auid,
+        "uid": spec.uid,
+        "gid": spec.gid,
+    }

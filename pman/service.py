@@ -1,0 +1,151 @@
+"""What the API does with a job, between HTTP and the engine: the registry is
+the source of truth for polls, the backend is asked only to act."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from pman.backends.base import Backend
+from pman.errors import JobExists, PmanError
+from pman.jobs import build_spec
+from pman.models import JobRequest, JobState
+from pman.registry import Event, JobRecord, Page, Registry
+from pman.settings import Settings
+from pman.storage import Storage
+from pman.tracker import Tracker
+
+log = logging.getLogger(__name__)
+
+#: names the v1 API uses for its own routes under /api/v1/
+RESERVED_JIDS = frozenset({"jobs", "openapi.json"})
+
+
+class LogsCache:
+    """Live logs of running jobs, each kept for ``ttl`` seconds: many clients
+    polling one job cost the engine one logs call per ttl, not one per poll."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._entries: dict[str, tuple[float, str]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            hit = self._entries.get(key)
+        if hit is None or time.monotonic() - hit[0] > self.ttl:
+            return None
+        return hit[1]
+
+    def put(self, key: str, value: str) -> None:
+        with self._lock:
+            if len(self._entries) > 10_000:  # bounded: drop everything stale
+                cutoff = time.monotonic() - self.ttl
+                self._entries = {k: v for k, v in self._entries.items() if v[0] > cutoff}
+            self._entries[key] = (time.monotonic(), value)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    record: JobRecord
+    created: bool
+
+
+class JobService:
+    def __init__(
+        self,
+        settings: Settings,
+        backend: Backend,
+        storage: Storage,
+        registry: Registry,
+        tracker: Tracker,
+    ) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.storage = storage
+        self.registry = registry
+        self.tracker = tracker
+        self.logs_cache = LogsCache(settings.logs_cache_seconds)
+
+    def check_name(self, jid: str) -> None:
+        from pman.errors import InvalidJobSpec
+
+        if jid in RESERVED_JIDS:
+            raise InvalidJobSpec(
+                f"jid {jid!r} is reserved by the API", fields={"jid": "reserved name"}
+            )
+        self.backend.check_name(jid)
+
+    def submit(self, request: JobRequest) -> Submitted:
+        """Record, then submit: a crash in between leaves a record the tracker
+        resolves, never an engine job without a record."""
+        self.check_name(request.jid)
+        spec = build_spec(request, self.settings, self.storage)
+        try:
+            record = self.registry.create(spec, self.backend.name)
+        except JobExists as e:
+            if e.existing is not None and e.existing.fingerprint == spec.fingerprint:
+                return Submitted(self.registry.active(spec.name), created=False)
+            raise JobExists(
+                f"job {spec.name!r} exists already with a different request; "
+                "delete it first or use another jid"
+            ) from e
+        try:
+            self.storage.prepare_output(spec.mounts)
+            info = self.backend.submit(spec)
+        except JobExists as e:
+            if e.existing is not None and e.existing.fingerprint == spec.fingerprint:
+                # ours from before the registry knew it (e.g. a lost database)
+                self.registry.record(record.id, e.existing)
+                return Submitted(self.registry.get(record.id), created=False)
+            self.registry.forget(record.id)
+            raise JobExists(
+                f"the engine has a job named {spec.name!r} that pman did not record; "
+                "use another jid"
+            ) from e
+        except BaseException:
+            self.registry.forget(record.id)
+            raise
+        self.registry.record(record.id, info)
+        self.tracker.wake()
+        log.info("job %s submitted to %s", spec.name, self.backend.describe())
+        return Submitted(self.registry.get(record.id), created=True)
+
+    def status(self, jid: str) -> tuple[JobRecord, str]:
+        """The job from the registry, and its latest log lines."""
+        record = self.registry.active(jid)
+        return record, self._logs(record)
+
+    def _logs(self, record: JobRecord) -> str:
+        if record.state.finished:
+            return record.logs or ""
+        if record.state is JobState.QUEUED:
+            return ""
+        cached = self.logs_cache.get(record.jid)
+        if cached is not None:
+            return cached
+        try:
+            logs = self.backend.logs(record.jid, self.settings.job_logs_tail)
+        except PmanError as e:
+            log.info("logs of %s unavailable: %s", record.jid, e.message)
+            return ""
+        self.logs_cache.put(record.jid, logs)
+        return logs
+
+    def delete(self, jid: str) -> None:
+        record = self.registry.active(jid)
+        if not self.settings.remove_jobs:
+            log.info("job %s not deleted: REMOVE_JOBS=no", jid)
+            return
+        self.backend.delete(jid)
+        self.registry.mark_deleted(record.id)
+        log.info("job %s deleted", jid)
+
+    def events(self, jid: str) -> tuple[JobRecord, list[Event]]:
+        record = self.registry.latest(jid)
+        return record, self.registry.events(record.id)
+
+    def list(self, **filters: object) -> Page:
+        return self.registry.list(**filters)  # type: ignore[arg-type]
