@@ -450,14 +450,19 @@ class Registry:
             return JobRecord.from_row(row, self._labels(conn, [job_id]).get(job_id))
 
     @_db
-    def find_active(self, jid: str) -> JobRecord | None:
+    def find_active(self, jid: str, with_labels: bool = True) -> JobRecord | None:
+        """The current job of a jid; ``with_labels=False`` saves a query on the poll path
+        (the record's labels are then empty)."""
         with self.engine.connect() as conn:
             row = (
                 conn.execute(select(jobs).where(and_(jobs.c.jid == jid, jobs.c.active)))
                 .mappings()
                 .first()
             )
-            return JobRecord.from_row(row) if row is not None else None
+            if row is None:
+                return None
+            labels = self._labels(conn, [row["id"]]).get(row["id"]) if with_labels else None
+            return JobRecord.from_row(row, labels)
 
     @_db
     def latest(self, jid: str) -> JobRecord:
@@ -472,8 +477,8 @@ class Registry:
                 raise JobNotFound(f"no job named {jid!r}")
             return JobRecord.from_row(row, self._labels(conn, [row["id"]]).get(row["id"]))
 
-    def active(self, jid: str) -> JobRecord:
-        record = self.find_active(jid)
+    def active(self, jid: str, with_labels: bool = True) -> JobRecord:
+        record = self.find_active(jid, with_labels)
         if record is None:
             raise JobNotFound(f"no job named {jid!r}")
         return record

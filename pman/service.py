@@ -115,7 +115,7 @@ class JobService:
 
     def status(self, jid: str) -> tuple[JobRecord, str]:
         """The job from the registry, and its latest log lines."""
-        record = self.registry.active(jid)
+        record = self.registry.active(jid, with_labels=False)
         return record, self._logs(record)
 
     def _logs(self, record: JobRecord) -> str:

@@ -106,7 +106,13 @@ class PostgresAdvisoryLock(LeaderLock):
 
     def release(self) -> None:
         if self._conn is not None:
+            # a session lock outlives close() on a pooled connection: unlock,
+            # and drop the connection from the pool for good measure
             with contextlib.suppress(Exception):
+                self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.KEY})
+                self._conn.commit()
+            with contextlib.suppress(Exception):
+                self._conn.invalidate()
                 self._conn.close()
             self._conn = None
 

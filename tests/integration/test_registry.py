@@ -1,0 +1,148 @@
+"""The registry on SQLite and on a real PostgreSQL, with the same code."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from pman.errors import JobExists, JobNotFound
+from pman.models import JobInfo, JobRequest, JobSpec, JobState
+from pman.registry import Registry, metadata
+from pman.settings import load_settings
+from pman.storage import Storage
+from pman.tracker import FileLock, PostgresAdvisoryLock, leader_lock_for
+from tests.helpers import job_body
+from tests.integration.conftest import engine_missing
+
+PG_URL = os.environ.get("PMAN_TEST_DATABASE_URL", "")
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", marks=pytest.mark.sqlite),
+        pytest.param("postgresql", marks=pytest.mark.postgresql),
+    ]
+)
+def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Registry]:
+    if request.param == "sqlite":
+        reg = Registry.from_url(f"sqlite:///{tmp_path / 'pman.db'}")
+    else:
+        if not PG_URL:
+            engine_missing("PMAN_TEST_DATABASE_URL is not set; run scripts/postgres-up.sh")
+        reg = Registry.from_url(PG_URL)
+        metadata.drop_all(reg.engine)
+        metadata.create_all(reg.engine)
+    yield reg
+    reg.close()
+
+
+def spec(tmp_path: Path, **overrides: object) -> JobSpec:
+    from pman.jobs import build_spec
+
+    base = tmp_path / "sb"
+    (base / "key-1" / "incoming").mkdir(parents=True, exist_ok=True)
+    s = load_settings({"STOREBASE": str(base), "JOB_LABELS": "site=test"})
+    return build_spec(JobRequest(**job_body(**overrides)), s, Storage(s))
+
+
+def info(jid: str, state: JobState, **kw: object) -> JobInfo:
+    return JobInfo(name=jid, state=state, **kw)  # type: ignore[arg-type]
+
+
+def test_create_and_one_active_job_per_jid(registry: Registry, tmp_path: Path) -> None:
+    s = spec(tmp_path, jid="a")
+    rec = registry.create(s, "docker")
+    assert (rec.jid, rec.state, rec.message) == ("a", JobState.QUEUED, "submitting")
+    assert rec.labels["site"] == "test"
+    assert rec.submitted_at.tzinfo is not None
+    with pytest.raises(JobExists) as e:
+        registry.create(s, "docker")
+    assert e.value.existing is not None and e.value.existing.fingerprint == s.fingerprint
+
+
+def test_transitions_make_events_and_finished_is_final(registry: Registry, tmp_path: Path) -> None:
+    rec = registry.create(spec(tmp_path, jid="t"), "docker")
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    assert registry.record(rec.id, info("t", JobState.RUNNING, message="started", started_at=t))
+    assert not registry.record(rec.id, info("t", JobState.RUNNING, message="still"))
+    done = info("t", JobState.FAILED, exit_code=3, message="exited with code 3", reason="exit_code")
+    assert registry.record(rec.id, done, logs="boom\n")
+    assert not registry.record(rec.id, info("t", JobState.RUNNING)), "finished is final"
+    got = registry.active("t")
+    assert (got.state, got.exit_code, got.logs, got.started_at) == (JobState.FAILED, 3, "boom\n", t)
+    assert got.finished_at is not None
+    states = [e.state for e in registry.events(rec.id)]
+    assert states == [JobState.QUEUED, JobState.RUNNING, JobState.FAILED]
+
+
+def test_delete_keeps_history_and_frees_the_jid(registry: Registry, tmp_path: Path) -> None:
+    first = registry.create(spec(tmp_path, jid="d"), "docker")
+    registry.record(first.id, info("d", JobState.RUNNING))
+    registry.mark_deleted(first.id)
+    with pytest.raises(JobNotFound):
+        registry.active("d")
+    old = registry.get(first.id)
+    assert (old.active, old.state, old.reason) == (False, JobState.CANCELLED, "deleted")
+    assert registry.events(first.id)[-1].message == "deleted"
+    second = registry.create(spec(tmp_path, jid="d", cpu_limit=2000), "docker")
+    assert second.id != first.id
+    assert registry.latest("d").id == second.id
+
+
+def test_forget_leaves_nothing(registry: Registry, tmp_path: Path) -> None:
+    rec = registry.create(spec(tmp_path, jid="f"), "docker")
+    registry.forget(rec.id)
+    assert registry.find_active("f") is None
+    assert registry.list(include_deleted=True).records == []
+
+
+def test_list_filters_and_pages(registry: Registry, tmp_path: Path) -> None:
+    ids = []
+    for i in range(25):
+        s = spec(tmp_path, jid=f"j{i:02d}", auid="alice" if i % 2 else "bob")
+        s = replace(s, labels={**s.labels, "batch": str(i % 3)})
+        rec = registry.create(s, "docker")
+        state = JobState.SUCCEEDED if i % 5 == 0 else JobState.RUNNING
+        registry.record(rec.id, info(s.name, state))
+        ids.append(rec.id)
+    page = registry.list(limit=10)
+    assert [r.jid for r in page.records] == [f"j{i:02d}" for i in range(24, 14, -1)]
+    seen = [r.jid for r in page.records]
+    while page.next_cursor:
+        page = registry.list(limit=10, cursor=page.next_cursor)
+        seen += [r.jid for r in page.records]
+    assert seen == [f"j{i:02d}" for i in range(24, -1, -1)]
+    done = registry.list(states=[JobState.SUCCEEDED])
+    assert [r.jid for r in done.records] == ["j20", "j15", "j10", "j05", "j00"]
+    alice = registry.list(auid="alice", labels={"batch": "0"})
+    assert [r.jid for r in alice.records] == ["j21", "j15", "j09", "j03"]
+    assert all(r.labels["batch"] == "0" for r in alice.records)
+    with pytest.raises(ValueError):
+        registry.list(cursor="garbage")
+
+
+def test_adopt_and_unfinished(registry: Registry, tmp_path: Path) -> None:
+    registry.adopt(info("stray", JobState.RUNNING, image="img"), "docker", "carol", {"x": "1"})
+    rec = registry.active("stray")
+    assert (rec.auid, rec.labels, rec.state) == ("carol", {"x": "1"}, JobState.RUNNING)
+    assert [r.jid for r in registry.unfinished()] == ["stray"]
+    assert registry.count_unfinished() == 1
+    assert "adopted" in registry.events(rec.id)[0].message
+
+
+def test_leader_lock_is_exclusive(registry: Registry) -> None:
+    a, b = leader_lock_for(registry), leader_lock_for(registry)
+    assert isinstance(
+        a, PostgresAdvisoryLock if registry.engine.dialect.name == "postgresql" else FileLock
+    )
+    assert a.try_acquire()
+    assert a.try_acquire(), "re-acquiring a held lock is a no-op"
+    assert not b.try_acquire()
+    a.release()
+    assert b.try_acquire()
+    b.release()
