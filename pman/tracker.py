@@ -183,6 +183,11 @@ class Tracker:
         self.lock.release()
         self.leading = False
 
+    def request_reconcile(self) -> None:
+        """Reconcile with the engine at the next cycle, and start it now."""
+        self._needs_reconcile = True
+        self._wake.set()
+
     def wake(self) -> None:
         """A job was submitted or deleted here: look now rather than after the idle wait."""
         self._wake.set()

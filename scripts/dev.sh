@@ -4,8 +4,8 @@
 #   bash scripts/dev.sh run    set up a virtualenv and serve pman on 127.0.0.1:5010
 #                              with the local backend and STOREBASE=./storebase
 #   bash scripts/dev.sh test   set up everything the tests need (apt packages,
-#                              dockerd, the Podman service, test images, pip
-#                              packages), lint, and run the whole test suite
+#                              dockerd, the Podman service, PostgreSQL, test
+#                              images, pip packages), lint, and run every test
 #
 # Both are idempotent: what is installed or running already is left alone.
 set -euo pipefail
@@ -56,6 +56,8 @@ cmd_test() {
   setup_venv
   bash "$ROOT/scripts/engines-up.sh"
   bash "$ROOT/scripts/build-test-images.sh"
+  PMAN_TEST_DATABASE_URL=$(bash "$ROOT/scripts/postgres-up.sh")
+  export PMAN_TEST_DATABASE_URL
   cd "$ROOT"
   log "lint: ruff"
   "$VENV/bin/ruff" check .

@@ -24,6 +24,7 @@ import requests
 from werkzeug.serving import make_server
 
 from pman.app import create_app
+from pman.errors import JobNotFound
 from pman.settings import load_settings
 from tests.helpers import job_body
 
@@ -76,6 +77,7 @@ class Pman:
     storebase: Path
     engine: docker.APIClient | None
     app: Any = None
+    server: Any = None
     jids: list[str] = field(default_factory=list)
 
     def body(self, plugin: str = "copyplugin", **overrides: Any) -> dict[str, Any]:
@@ -116,6 +118,33 @@ class Pman:
     def out(self, body: dict[str, Any]) -> Path:
         return self.storebase / body["output_dir"]
 
+    @property
+    def service(self) -> Any:
+        return self.app.extensions["pman"].service
+
+    def record(self, jid: str) -> Any:
+        """The registry's record, read without an HTTP poll."""
+        return self.service.registry.active(jid)
+
+    def wait_record(self, jid: str, timeout: float = 60) -> Any:
+        """Wait for the tracker alone (no GET) to see the job finish."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                rec = self.record(jid)
+            except JobNotFound:  # not adopted yet
+                rec = None
+            if rec is not None and rec.state.finished:
+                return rec
+            if time.monotonic() > deadline:
+                raise AssertionError(f"tracker never saw {jid} finish: {rec}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Stop serving and tracking, as a pman process that ends."""
+        self.server.shutdown()
+        self.service.tracker.stop()
+
 
 def _serve(app: Any) -> tuple[Any, str]:
     server = make_server("127.0.0.1", 0, app, threaded=True)
@@ -136,11 +165,13 @@ def make_pman(tmp_path: Path) -> Iterator[Callable[..., Pman]]:
     """make_pman(backend, **ENV) -> a running pman; all its jobs are removed afterwards."""
     started: list[tuple[Any, Pman]] = []
 
-    def make(backend: str, **env: str) -> Pman:
+    def make(backend: str, storebase: Path | None = None, **env: str) -> Pman:
+        """A new pman; pass the storebase of an earlier one to share its data and registry."""
         engine = engine_client(backend) if backend in SOCKETS else None
-        storebase = tmp_path / f"storebase-{uuid.uuid4().hex[:6]}"
-        (storebase / "key-1" / "incoming").mkdir(parents=True)
-        (storebase / "key-1" / "incoming" / "data.txt").write_text("some data\n")
+        if storebase is None:
+            storebase = tmp_path / f"storebase-{uuid.uuid4().hex[:6]}"
+            (storebase / "key-1" / "incoming").mkdir(parents=True)
+            (storebase / "key-1" / "incoming" / "data.txt").write_text("some data\n")
         environ = {
             "CONTAINER_ENV": backend,
             "STOREBASE": str(storebase),
@@ -150,20 +181,20 @@ def make_pman(tmp_path: Path) -> Iterator[Callable[..., Pman]]:
         }
         app = create_app(load_settings(environ))
         server, url = _serve(app)
-        p = Pman(url, backend, storebase, engine, app=app)
+        p = Pman(url, backend, storebase, engine, app=app, server=server)
         started.append((server, p))
         return p
 
     yield make
-    for server, p in started:
+    for server, p in reversed(started):
         for jid in p.jids:
+            with contextlib.suppress(Exception):
+                p.service.backend.delete(jid)
             if p.engine is not None:
                 with contextlib.suppress(docker.errors.NotFound):
                     p.engine.remove_container(jid, force=True)
-            else:
-                requests.delete(f"{p.url}/api/v1/{jid}/", timeout=30)
         server.shutdown()
-        p.app.extensions["pman"].service.tracker.stop()
+        p.service.tracker.stop()
 
 
 @pytest.fixture(params=BACKENDS)

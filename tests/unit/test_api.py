@@ -193,3 +193,45 @@ def test_impossible_names_in_urls_never_reach_the_backend(
         assert client.get(path).status_code == 404, path
         assert client.delete(path).status_code == 404, path
     assert fake.calls == []
+
+
+def test_list_filters_by_v1_status_and_auid(
+    client: FlaskClient, fake: FakeBackend, track: Callable[[], object]
+) -> None:
+    client.post("/api/v1/", json=job_body(jid="a1", auid="alice"))
+    client.post("/api/v1/", json=job_body(jid="b1", auid="bob"))
+    fake.set_state("a1", JobState.FAILED, exit_code=1)
+    track()
+    jobs = client.get("/api/v1/jobs/?status=finishedWithError").get_json()["jobs"]
+    assert [(j["jid"], j["state"], j["exit_code"]) for j in jobs] == [("a1", "failed", 1)]
+    jobs = client.get("/api/v1/jobs/?auid=bob&status=started,queued").get_json()["jobs"]
+    assert [j["jid"] for j in jobs] == ["b1"]
+    assert jobs[0]["labels"]["org.chrisproject.pman.auid"] == "bob"
+
+
+@pytest.mark.parametrize("jid", ["jobs", "openapi.json"])
+def test_reserved_jids_are_refused(client: FlaskClient, jid: str) -> None:
+    resp = client.post("/api/v1/", json=job_body(jid=jid))
+    assert resp.status_code == 400
+    assert "jid" in resp.get_json()["fields"]
+
+
+def test_polls_do_not_call_the_engine_for_finished_jobs(
+    client: FlaskClient, fake: FakeBackend, track: Callable[[], object]
+) -> None:
+    client.post("/api/v1/", json=job_body(jid="p"))
+    fake.logs_text["p"] = "done\n"
+    fake.set_state("p", JobState.SUCCEEDED, exit_code=0)
+    track()
+    fake.calls.clear()
+    for _ in range(20):
+        assert client.get("/api/v1/p/").get_json()["logs"] == "done\n"
+    assert fake.calls == []
+
+
+def test_running_job_logs_are_cached_briefly(client: FlaskClient, fake: FakeBackend) -> None:
+    client.post("/api/v1/", json=job_body(jid="r"))
+    fake.calls.clear()
+    for _ in range(20):
+        client.get("/api/v1/r/")
+    assert fake.calls.count("logs") == 1

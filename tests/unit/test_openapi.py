@@ -68,3 +68,24 @@ def test_every_route_is_documented(client: FlaskClient, doc: dict[str, Any]) -> 
         path = rule.rule.replace("<string:jid>", "<jid>")
         for method in rule.methods - {"HEAD", "OPTIONS"}:  # type: ignore[operator]
             assert (path, method) in documented, (path, method)
+
+
+def test_list_and_events_match_their_schemas(
+    client: FlaskClient, doc: dict[str, Any], track: Any
+) -> None:
+    for i in range(3):
+        client.post("/api/v1/", json=job_body(jid=f"l{i}"))
+    track()
+    listed = client.get("/api/v1/jobs/?limit=2")
+    assert listed.status_code == 200
+    check(doc, "JobList", listed.get_json())
+    assert [j["jid"] for j in listed.get_json()["jobs"]] == ["l2", "l1"]
+    nxt = client.get(f"/api/v1/jobs/?limit=2&cursor={listed.get_json()['next_cursor']}")
+    assert [j["jid"] for j in nxt.get_json()["jobs"]] == ["l0"]
+    assert nxt.get_json()["next_cursor"] is None
+    events = client.get("/api/v1/l0/events/")
+    check(doc, "JobEvents", events.get_json())
+    for bad in ("status=nope", "limit=0", "limit=x", "cursor=zzz", "label=novalue"):
+        resp = client.get(f"/api/v1/jobs/?{bad}")
+        assert resp.status_code == 400, bad
+        check(doc, "Error", resp.get_json())

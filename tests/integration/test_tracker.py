@@ -1,0 +1,239 @@
+"""The tracker keeps the registry in step with the engine, with no poll at all,
+across pman restarts, engine outages and jobs it never submitted."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import requests
+
+from pman.jobs import LABEL_AUID, LABEL_FINGERPRINT, LABEL_JID, LABEL_MANAGED
+from pman.models import JobState
+from tests.helpers import job_body
+from tests.integration.conftest import PLUGIN_BIN, TEST_IMAGE, Pman, engine_client
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_tracker_sees_completion_and_failure_without_polls(pman: Pman) -> None:
+    ok, bad = pman.body(), pman.body("failplugin")
+    for b in (ok, bad):
+        assert pman.post(b).status_code == 201
+    done = pman.wait_record(ok["jid"])
+    assert (done.state, done.exit_code) == (JobState.SUCCEEDED, 0)
+    assert "copyplugin: done" in (done.logs or ""), "final logs are kept in the registry"
+    failed = pman.wait_record(bad["jid"])
+    assert (failed.state, failed.exit_code, failed.reason) == (JobState.FAILED, 3, "exit_code")
+    # and polls now answer from that record
+    assert pman.get(bad["jid"]).json()["logs"] == failed.logs
+
+
+def test_tracker_sees_an_oom_kill_without_polls(cpman: Pman) -> None:
+    body = cpman.body("memhog", args=["--size", "256M"], memory_limit=32, type="fs")
+    assert cpman.post(body).status_code == 201
+    rec = cpman.wait_record(body["jid"])
+    assert rec.state is JobState.FAILED
+    assert "out of memory" in rec.message
+
+
+def test_events_record_every_transition(pman: Pman) -> None:
+    body = pman.body(args=["--sleep", "1"])
+    assert pman.post(body).status_code == 201
+    pman.wait_record(body["jid"])
+    events = requests.get(f"{pman.url}/api/v1/{body['jid']}/events/", timeout=10).json()
+    states = [e["state"] for e in events["events"]]
+    assert states[0] == "queued" and states[-1] == "succeeded"
+    assert "running" in states
+    times = [e["at"] for e in events["events"]]
+    assert times == sorted(times)
+    # history survives DELETE; the jid is free again
+    assert pman.delete(body["jid"]).status_code == 204
+    after = requests.get(f"{pman.url}/api/v1/{body['jid']}/events/", timeout=10).json()
+    assert after["events"][-1]["message"] == "deleted"
+    again = pman.post({**body, "args": ["--prefix", "second-"]})
+    assert again.status_code == 201, again.text
+
+
+@pytest.mark.parametrize(
+    "backend_name", ["local", pytest.param("docker", marks=pytest.mark.docker)]
+)
+def test_restart_of_pman_while_jobs_run_and_finish(
+    make_pman: Callable[..., Pman], backend_name: str
+) -> None:
+    first = make_pman(backend_name)
+    quick, slow = first.body(), first.body("sleeper", args=["2"], type="fs")
+    for b in (quick, slow):
+        assert first.post(b).status_code == 201
+    first.stop()  # pman goes away while both jobs run
+    time.sleep(3)  # ... and both finish while nobody watches
+    second = make_pman(backend_name, storebase=first.storebase)
+    second.jids += first.jids
+    for b in (quick, slow):
+        rec = second.wait_record(b["jid"])
+        assert rec.state is JobState.SUCCEEDED, rec
+        events = second.service.registry.events(rec.id)
+        assert events[0].state is JobState.QUEUED
+        assert events[-1].state is JobState.SUCCEEDED
+    assert "sleeper: woke up" in second.get(slow["jid"]).json()["logs"]
+
+
+@pytest.mark.podman
+def test_engine_outage_while_pman_runs(make_pman: Callable[..., Pman]) -> None:
+    """Podman's containers outlive its API service, so the service can be
+    stopped and started again under a running job."""
+    p = make_pman("podman")
+    body = p.body("sleeper", args=["3"], type="fs")
+    assert p.post(body).status_code == 201
+    p.wait(body["jid"], until=("started",))
+    subprocess.run(["pkill", "-f", "^podman system service"], check=False)
+    try:
+        time.sleep(0.5)
+        health = requests.get(f"{p.url}/health", timeout=10)
+        assert health.status_code == 503
+        poll = p.get(body["jid"])
+        assert poll.status_code == 200, "polls are answered from the registry during an outage"
+        assert poll.json()["status"] == "started"
+        time.sleep(4)  # the job ends while the engine's API is down
+    finally:
+        subprocess.run(["bash", str(ROOT / "scripts" / "engines-up.sh")], check=True)
+    done = p.wait(body["jid"], timeout=60)
+    assert done["status"] == "finishedSuccessfully", done
+    assert "sleeper: woke up" in done["logs"]
+
+
+@pytest.mark.docker
+def test_unknown_labelled_container_is_adopted(make_pman: Callable[..., Pman]) -> None:
+    p = make_pman("docker")
+    api = engine_client("docker")
+    jid = f"stray-{uuid.uuid4().hex[:8]}"
+    p.jids.append(jid)
+    labels = {LABEL_MANAGED: "true", LABEL_JID: jid, LABEL_AUID: "dave", LABEL_FINGERPRINT: "x"}
+    c = api.create_container(
+        TEST_IMAGE, command=["sh", "-c", "echo stray; exit 0"], name=jid, labels=labels
+    )
+    api.start(c)
+    p.service.tracker.request_reconcile()
+    rec = p.wait_record(jid, timeout=30)
+    assert (rec.state, rec.auid) == (JobState.SUCCEEDED, "dave")
+    assert "stray" in (rec.logs or "")
+    events = p.service.registry.events(rec.id)
+    assert "adopted" in events[0].message
+    listed = requests.get(f"{p.url}/api/v1/jobs/", params={"auid": "dave"}, timeout=10).json()
+    assert [j["jid"] for j in listed["jobs"]] == [jid]
+    assert p.delete(jid).status_code == 204
+    assert p.container(jid) is None
+
+
+def test_job_removed_behind_pmans_back_is_marked_vanished(cpman: Pman) -> None:
+    body = cpman.body("sleeper", args=["60"], type="fs")
+    assert cpman.post(body).status_code == 201
+    cpman.wait(body["jid"], until=("started",))
+    # the record must be past its submission grace for "vanished" to be decided
+    assert cpman.engine is not None
+    cpman.engine.remove_container(body["jid"], force=True)
+    from pman import tracker as tracker_module
+
+    grace = tracker_module.SUBMIT_GRACE_S
+    tracker_module.SUBMIT_GRACE_S = 0.0
+    try:
+        rec = cpman.wait_record(body["jid"], timeout=30)
+    finally:
+        tracker_module.SUBMIT_GRACE_S = grace
+    assert (rec.state, rec.reason) == (JobState.SYSTEM_ERROR, "vanished")
+    assert cpman.get(body["jid"]).json()["status"] == "finishedWithError"
+
+
+@pytest.mark.postgresql
+def test_docker_jobs_with_a_postgresql_registry(make_pman: Callable[..., Pman]) -> None:
+    url = os.environ.get("PMAN_TEST_DATABASE_URL")
+    if not url:
+        from tests.integration.conftest import engine_missing
+
+        engine_missing("PMAN_TEST_DATABASE_URL is not set; run scripts/postgres-up.sh")
+    p = make_pman("docker", PMAN_DATABASE_URL=url)
+    body = p.body()
+    assert p.post(body).status_code == 201
+    rec = p.wait_record(body["jid"])
+    assert rec.state is JobState.SUCCEEDED
+    assert p.get(body["jid"]).json()["status"] == "finishedSuccessfully"
+
+
+def _flock_holders(path: Path) -> set[int]:
+    """Pids holding a flock on ``path``, from /proc/locks."""
+    st = path.stat()
+    dev = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    holders = set()
+    for line in Path("/proc/locks").read_text().splitlines():
+        parts = line.split()
+        if "->" in parts:
+            continue
+        if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5] == dev:
+            holders.add(int(parts[4]))
+    return holders
+
+
+@pytest.mark.local
+def test_two_gunicorn_workers_one_tracker(tmp_path: Path) -> None:
+    storebase = tmp_path / "sb"
+    (storebase / "key-1" / "incoming").mkdir(parents=True)
+    data = tmp_path / "data"
+    env = {
+        **os.environ,
+        "CONTAINER_ENV": "local",
+        "STOREBASE": str(storebase),
+        "PMAN_DATA_DIR": str(data),
+    }
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("pman")), "serve", "--port", "0", "--workers", "2"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    try:
+        url = None
+        workers: set[int] = set()
+        deadline = time.monotonic() + 30
+        while (url is None or len(workers) < 2) and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if m := re.search(r"Listening at: (http://\S+)", line):
+                url = m.group(1)
+            if m := re.search(r"Booting worker with pid: (\d+)", line):
+                workers.add(int(m.group(1)))
+        assert url and len(workers) == 2
+        body = job_body(entrypoint=[str(PLUGIN_BIN / "copyplugin")])
+        assert requests.post(f"{url}/api/v1/", json=body, timeout=30).status_code == 201
+        lock = data / "pman.db.tracker.lock"
+        deadline = time.monotonic() + 10
+        while not lock.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        holders = _flock_holders(lock)
+        assert len(holders) == 1 and holders <= workers, (holders, workers)
+        for _ in range(100):
+            status = requests.get(f"{url}/api/v1/{body['jid']}/", timeout=30).json()["status"]
+            if status == "finishedSuccessfully":
+                break
+            time.sleep(0.1)
+        assert status == "finishedSuccessfully"
+        # the leader goes away: the other worker takes over the tracking
+        leader = holders.pop()
+        os.kill(leader, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            now = _flock_holders(lock) - {leader}
+            if now:
+                break
+            time.sleep(0.2)
+        assert now, "no worker took over the tracker lock"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
