@@ -36,7 +36,8 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
             self.cfg.set("workers", workers)
             self.cfg.set("threads", threads)
             self.cfg.set("worker_class", "gthread")
-            self.cfg.set("accesslog", "-")
+            if os.environ.get("PMAN_ACCESS_LOG", "yes").lower() not in ("0", "no", "false", "off"):
+                self.cfg.set("accesslog", "-")
 
         def load(self) -> Any:
             return create_app(settings)

@@ -30,6 +30,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -107,6 +108,9 @@ job_events = Table(
     Column("message", Text, nullable=False, default=""),
 )
 Index("job_events_by_job", job_events.c.job_id, job_events.c.id)
+
+#: built once: the poll path runs it for every GET
+_ACTIVE_BY_JID = select(jobs).where(and_(jobs.c.jid == bindparam("jid"), jobs.c.active))
 
 UNFINISHED = (JobState.QUEUED.value, JobState.RUNNING.value, JobState.UNKNOWN.value)
 
@@ -454,11 +458,7 @@ class Registry:
         """The current job of a jid; ``with_labels=False`` saves a query on the poll path
         (the record's labels are then empty)."""
         with self.engine.connect() as conn:
-            row = (
-                conn.execute(select(jobs).where(and_(jobs.c.jid == jid, jobs.c.active)))
-                .mappings()
-                .first()
-            )
+            row = conn.execute(_ACTIVE_BY_JID, {"jid": jid}).mappings().first()
             if row is None:
                 return None
             labels = self._labels(conn, [row["id"]]).get(row["id"]) if with_labels else None

@@ -121,6 +121,24 @@ def _state_of(
 _EXITED = re.compile(r"Exited \((-?\d+)\)")
 
 
+def demultiplex(data: bytes) -> bytes:
+    """stdout and stderr of a non-TTY container's log stream, in order.
+
+    The stream is frames of an 8-byte header (stream type, 3 zero bytes, a
+    big-endian payload length) and the payload:
+    https://docs.docker.com/reference/api/engine/version/v1.41/#tag/Container/operation/ContainerAttach
+    """
+    out = bytearray()
+    pos = 0
+    while pos + 8 <= len(data):
+        if data[pos] not in (0, 1, 2) or data[pos + 1 : pos + 4] != b"\0\0\0":
+            return data  # not multiplexed (a TTY): the bytes are the logs
+        size = int.from_bytes(data[pos + 4 : pos + 8], "big")
+        out += data[pos + 8 : pos + 8 + size]
+        pos += 8 + size
+    return bytes(out) if pos == len(data) else data
+
+
 def job_info_from_summary(c: dict[str, Any]) -> JobInfo:
     """A container of the list endpoint: state, and the exit code from its Status text."""
     status = str(c.get("State", "")).lower()
@@ -434,13 +452,19 @@ class DockerBackend(Backend):
     def logs(self, name: str, tail: int) -> str:
         if tail <= 0:
             return ""
+        # The SDK's logs() inspects the container first (to learn if it has a
+        # TTY); pman never gives one, so one request does, halving the cost.
         try:
-            raw = self.api.logs(name, stdout=True, stderr=True, tail=tail)
+            res = self.api._get(
+                self.api._url("/containers/{0}/logs", name),
+                params={"stdout": 1, "stderr": 1, "tail": tail, "timestamps": 0},
+            )
+            self.api._raise_for_status(res)
         except docker.errors.NotFound as e:
             raise JobNotFound(f"no job named {name!r} on the {self.engine}") from e
         except Exception as e:
             self._raise(e, f"reading the logs of {name!r}")
-        return raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
+        return demultiplex(res.content).decode("utf-8", errors="replace")
 
     def delete(self, name: str) -> None:
         try:

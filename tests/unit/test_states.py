@@ -147,3 +147,15 @@ def test_tail_lines(tmp_path: Path) -> None:
     short = tmp_path / "short"
     short.write_text("a\nb")
     assert tail_lines(short, 10) == "a\nb"
+
+
+def test_demultiplex_log_frames() -> None:
+    from pman.backends.docker import demultiplex
+
+    def frame(stream: int, payload: bytes) -> bytes:
+        return bytes([stream, 0, 0, 0]) + len(payload).to_bytes(4, "big") + payload
+
+    data = frame(1, b"out 1\n") + frame(2, b"err\n") + frame(1, b"out 2\n")
+    assert demultiplex(data) == b"out 1\nerr\nout 2\n"
+    assert demultiplex(b"") == b""
+    assert demultiplex(b"plain tty text\n") == b"plain tty text\n"
