@@ -85,6 +85,9 @@ Index(
     sqlite_where=jobs.c.active,
     postgresql_where=jobs.c.active,
 )
+# the poll path's lookup; the partial unique index above cannot serve it in
+# SQLite, whose planner does not see "active = 1" as implying "WHERE active"
+Index("jobs_by_jid", jobs.c.jid, jobs.c.active)
 Index("jobs_unfinished", jobs.c.active, jobs.c.state)
 Index("jobs_by_state", jobs.c.state, jobs.c.id)
 Index("jobs_by_auid", jobs.c.auid, jobs.c.id)
@@ -276,11 +279,18 @@ class Registry:
 
     def create_schema(self) -> None:
         try:
-            metadata.create_all(self.engine)
+            self._create_schema()
         except SQLAlchemyError as e:
             # two workers creating the schema at once: the loser finds it made
             log.debug("schema creation raced: %s", e)
-            metadata.create_all(self.engine)
+            self._create_schema()
+
+    def _create_schema(self) -> None:
+        metadata.create_all(self.engine)
+        # create_all makes indexes only with new tables: add ones a newer pman defines
+        for table in metadata.sorted_tables:
+            for index in table.indexes:
+                index.create(self.engine, checkfirst=True)
 
     def close(self) -> None:
         self.engine.dispose()
