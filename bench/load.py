@@ -97,7 +97,7 @@ def hammer(call: Callable[[], None], seconds: float, clients: int = CLIENTS) -> 
 
 
 class Pman:
-    def __init__(self, backend: str, workdir: Path) -> None:
+    def __init__(self, backend: str, workdir: Path, workers: int, threads: int) -> None:
         self.storebase = workdir / "storebase"
         (self.storebase / "key-1" / "incoming").mkdir(parents=True)
         (self.storebase / "key-1" / "incoming" / "data.txt").write_text("bench\n")
@@ -114,7 +114,16 @@ class Pman:
         }
         pman = Path(sys.executable).with_name("pman")
         self.proc = subprocess.Popen(
-            [str(pman), "serve", "--port", "0", "--workers", "2", "--threads", "8"],
+            [
+                str(pman),
+                "serve",
+                "--port",
+                "0",
+                "--workers",
+                str(workers),
+                "--threads",
+                str(threads),
+            ],
             env=env,
             stderr=subprocess.PIPE,
             text=True,
@@ -123,7 +132,7 @@ class Pman:
         self.url = ""
         self.workers: list[int] = []
         deadline = time.monotonic() + 30
-        while (not self.url or len(self.workers) < 2) and time.monotonic() < deadline:
+        while (not self.url or len(self.workers) < workers) and time.monotonic() < deadline:
             line = self.proc.stderr.readline()
             if m := re.search(r"Listening at: (http://\S+)", line):
                 self.url = m.group(1)
@@ -279,6 +288,8 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=30)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--records", type=int, default=10_000)
+    ap.add_argument("--workers", type=int, default=2, help="gunicorn workers of pman")
+    ap.add_argument("--threads", type=int, default=8, help="threads per worker")
     args = ap.parse_args()
 
     api = docker.APIClient(base_url=SOCKETS[args.backend], version="1.41")
@@ -289,7 +300,7 @@ def main() -> None:
         "cpus": os.cpu_count(),
     }
     work = Path(tempfile.mkdtemp(prefix="pman-bench-"))
-    pman = Pman(args.backend, work)
+    pman = Pman(args.backend, work, args.workers, args.threads)
     http = requests.Session()
     try:
         # ---- reference: the engine's own create+start and remove
