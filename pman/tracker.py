@@ -242,13 +242,18 @@ class Tracker:
         except JobNotFound:
             if young:
                 return
+            never_started = record.message == "submitting"
             self.registry.record(
                 record.id,
                 JobInfo(
                     name=record.jid,
                     state=JobState.SYSTEM_ERROR,
-                    reason="vanished",
-                    message="the job disappeared from the engine (removed outside pman?)",
+                    reason="never_submitted" if never_started else "vanished",
+                    message=(
+                        "pman stopped before the job reached the engine"
+                        if never_started
+                        else "the job disappeared from the engine (removed outside pman?)"
+                    ),
                 ),
             )
             report.vanished += 1

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from flask import current_app
 
+from pman.backends.base import Backend
 from pman.service import JobService
 from pman.settings import Settings
 
@@ -18,7 +19,7 @@ class Runtime:
     service: JobService
 
     @property
-    def backend(self):  # type: ignore[no-untyped-def]
+    def backend(self) -> Backend:
         return self.service.backend
 
 

@@ -235,3 +235,22 @@ def test_running_job_logs_are_cached_briefly(client: FlaskClient, fake: FakeBack
     for _ in range(20):
         client.get("/api/v1/r/")
     assert fake.calls.count("logs") == 1
+
+
+def test_record_of_a_submission_that_never_reached_the_engine(
+    app: object, client: FlaskClient, fake: FakeBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pman died between recording a job and submitting it: after the grace
+    period the tracker says so instead of leaving it queued forever."""
+    from pman import tracker as tracker_module
+    from pman.jobs import build_spec
+    from pman.models import JobRequest
+
+    service = app.extensions["pman"].service  # type: ignore[attr-defined]
+    spec = build_spec(JobRequest(**job_body(jid="lost")), service.settings, service.storage)
+    service.registry.create(spec, "fake")  # recorded, never submitted
+    monkeypatch.setattr(tracker_module, "SUBMIT_GRACE_S", 0.0)
+    service.tracker.run_once()
+    data = client.get("/api/v1/lost/").get_json()
+    assert data["status"] == "finishedWithError"
+    assert "before the job reached the engine" in data["message"]
