@@ -337,8 +337,16 @@ class Registry:
         return self.get(job_id)
 
     @_db
-    def adopt(self, info: JobInfo, backend: str, auid: str, labels: dict[str, str]) -> JobRecord:
-        """Record a job found on the engine that the registry did not know."""
+    def adopt(
+        self,
+        info: JobInfo,
+        backend: str,
+        auid: str,
+        labels: dict[str, str],
+        logs: str | None = None,
+    ) -> JobRecord:
+        """Record a job found on the engine that the registry did not know
+        (with its final logs when it has finished, in the same transaction)."""
         t = now()
         with self.engine.begin() as conn:
             job_id = conn.execute(
@@ -358,6 +366,7 @@ class Registry:
                     started_at=info.started_at,
                     finished_at=info.finished_at,
                     updated_at=t,
+                    logs=logs,
                 )
             ).inserted_primary_key[0]
             if labels:

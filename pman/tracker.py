@@ -288,11 +288,12 @@ class Tracker:
                 report.engine_calls += 1
             except JobNotFound:
                 continue
-            record = self.registry.adopt(
-                full, self.backend.name, info.labels.get(LABEL_AUID, ""), info.labels
-            )
+            logs = None
             if full.state.finished:
-                self.registry.record(record.id, full, self._final_logs(info.name))
+                logs = self._final_logs(info.name)
                 report.engine_calls += 1
+            self.registry.adopt(
+                full, self.backend.name, info.labels.get(LABEL_AUID, ""), info.labels, logs
+            )
             log.warning("tracker: adopted %s, found on the engine without a record", info.name)
             report.adopted += 1
