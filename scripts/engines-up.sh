@@ -8,6 +8,10 @@ log() { printf '[engines-up] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 [ "$(id -u)" = 0 ] || die "must run as root (installs packages, starts daemons)"
 
+# Daemons started here inherit our working folder; if it is later deleted
+# (a CI clone), Podman's conmon fails every container: start them from /.
+cd /
+
 DOCKER_SOCK=/var/run/docker.sock
 PODMAN_SOCK=/run/podman/podman.sock
 LOGDIR=${PMAN_ENGINE_LOGDIR:-/var/log/pman-engines}
@@ -43,6 +47,10 @@ alive() {  # alive PID NAME: a live (not zombie) process called NAME
 }
 live_dockerd() { local p; for p in $(pgrep -x dockerd); do alive "$p" dockerd && { echo "$p"; return 0; }; done; return 1; }
 wait_docker() { local _; for _ in $(seq 1 "$1"); do docker_ok && return 0; sleep 0.2; done; return 1; }
+if pid=$(live_dockerd) && readlink "/proc/$pid/cwd" | grep -q '(deleted)'; then
+  log "dockerd (pid $pid) runs in a deleted folder; restarting it"
+  kill "$pid"; for _ in $(seq 1 100); do alive "$pid" dockerd || break; sleep 0.1; done
+fi
 if ! docker_ok; then
   if pid=$(live_dockerd); then
     log "dockerd (pid $pid) runs but does not answer yet; waiting"
@@ -87,6 +95,14 @@ start_podman() {
   podman_ok || { tail -n 30 "$LOGDIR/podman.log" >&2; die "podman service does not answer on $PODMAN_SOCK"; }
 }
 podman_ok || start_podman
+# A service whose working folder was deleted answers pings but cannot run a
+# container ("conmon: Failed to get working directory"): restart it.
+svc=$(pgrep -n -f '^podman system service' || true)
+if [ -n "$svc" ] && readlink "/proc/$svc/cwd" | grep -q '(deleted)'; then
+  log "podman service (pid $svc) runs in a deleted folder; restarting it"
+  kill "$svc"; for _ in $(seq 1 50); do kill -0 "$svc" 2>/dev/null || break; sleep 0.1; done
+  start_podman
+fi
 
 # Rootful Podman gives containers nofile/nproc limits above its own; without
 # CAP_SYS_RESOURCE (as in some VMs and containers) runc may not raise them and
