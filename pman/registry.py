@@ -465,6 +465,12 @@ class Registry:
 
     # ---------------------------------------------------------------- reads
     @_db
+    def ping(self) -> None:
+        """Raise RegistryUnavailable unless the database answers."""
+        with self.engine.connect() as conn:
+            conn.execute(select(1))
+
+    @_db
     def get(self, job_id: int) -> JobRecord:
         with self.engine.connect() as conn:
             row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()

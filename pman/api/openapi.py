@@ -145,7 +145,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/health": {
                 "get": {
-                    "summary": "200 when the backend answers, else 503",
+                    "summary": "200 when the backend and the job registry answer, else 503",
                     "responses": {
                         "200": _json(_ref("Health"), "the backend answers"),
                         "503": _json(_ref("Health"), "the backend does not answer"),

@@ -211,9 +211,11 @@ def openapi() -> Response:
 
 @health.get("/health")
 def health_check() -> tuple[Response, int]:
+    """200 only when both the engine and the job registry answer."""
     backend = runtime().backend
     try:
         backend.ping()
+        runtime().service.registry.ping()
     except PmanError as e:
         body = schemas.Health(status="unavailable", backend=backend.describe(), message=e.message)
         return jsonify(body.model_dump()), 503

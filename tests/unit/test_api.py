@@ -254,3 +254,18 @@ def test_record_of_a_submission_that_never_reached_the_engine(
     data = client.get("/api/v1/lost/").get_json()
     assert data["status"] == "finishedWithError"
     assert "before the job reached the engine" in data["message"]
+
+
+def test_health_is_503_when_the_registry_is_unusable(app: object, client: FlaskClient) -> None:
+    registry = app.extensions["pman"].service.registry  # type: ignore[attr-defined]
+    assert client.get("/health").status_code == 200
+    from pman.registry import make_engine
+
+    registry.engine.dispose()
+    # a database that cannot be opened, as when its disk or server is gone
+    registry.engine = make_engine("sqlite:////nonexistent-dir/pman.db")
+    resp = client.get("/health")
+    assert resp.status_code == 503
+    assert "registry" in resp.get_json()["message"]
+    resp = client.get("/api/v1/anything/")
+    assert resp.status_code == 503, "a registry outage is a 503, never a 500"
