@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 
 from pman.backends.base import Backend
-from pman.errors import JobExists, PmanError
+from pman.errors import InvalidJobSpec, JobExists, PmanError
 from pman.jobs import build_spec
 from pman.models import JobRequest, JobState
 from pman.registry import Event, JobRecord, Page, Registry
@@ -70,8 +70,6 @@ class JobService:
         self.logs_cache = LogsCache(settings.logs_cache_seconds)
 
     def check_name(self, jid: str) -> None:
-        from pman.errors import InvalidJobSpec
-
         if jid in RESERVED_JIDS:
             raise InvalidJobSpec(
                 f"jid {jid!r} is reserved by the API", fields={"jid": "reserved name"}
