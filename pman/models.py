@@ -125,6 +125,8 @@ class JobInfo:
     finished_at: datetime | None = None
     #: JobRequest.fingerprint of the request that created the job, if recorded
     fingerprint: str | None = None
+    #: the engine's own id of the job (container id, job folder...)
+    native_id: str | None = None
     #: labels the engine keeps with the job (pman's own and JOB_LABELS)
     labels: dict[str, str] = field(default_factory=dict)
 

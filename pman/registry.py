@@ -34,7 +34,6 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
-    func,
     insert,
     select,
     update,
@@ -360,6 +359,7 @@ class Registry:
                     message=info.message,
                     image=info.image,
                     cmd=info.command,
+                    native_id=info.native_id,
                     auid=auid,
                     fingerprint=info.fingerprint,
                     submitted_at=info.created_at or t,
@@ -418,6 +418,8 @@ class Registry:
             }
             if info.started_at is not None:
                 values["started_at"] = info.started_at
+            if info.native_id is not None:
+                values["native_id"] = info.native_id
             if info.finished_at is not None or info.state.finished:
                 values["finished_at"] = info.finished_at or t
             if logs is not None:
@@ -431,11 +433,6 @@ class Registry:
                     )
                 )
         return changed
-
-    @_db
-    def set_native_id(self, job_id: int, native_id: str) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(update(jobs).where(jobs.c.id == job_id).values(native_id=native_id))
 
     @_db
     def mark_deleted(self, job_id: int) -> None:
@@ -516,15 +513,6 @@ class Registry:
                 select(jobs).where(and_(jobs.c.active, jobs.c.state.in_(UNFINISHED)))
             ).mappings()
             return [JobRecord.from_row(r) for r in rows]
-
-    @_db
-    def count_unfinished(self) -> int:
-        with self.engine.connect() as conn:
-            return conn.execute(
-                select(func.count())
-                .select_from(jobs)
-                .where(and_(jobs.c.active, jobs.c.state.in_(UNFINISHED)))
-            ).scalar_one()
 
     @_db
     def active_jids(self) -> set[str]:

@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -137,7 +137,6 @@ class CycleReport:
     adopted: int = 0
     vanished: int = 0
     reconciled: bool = False
-    finished_jobs: list[str] = field(default_factory=list)
 
 
 class Tracker:
@@ -262,7 +261,6 @@ class Tracker:
         if info.state.finished:
             logs = self._final_logs(record.jid)
             report.engine_calls += 1
-            report.finished_jobs.append(record.jid)
         if self.registry.record(record.id, info, logs) or logs is not None:
             report.updated += 1
 

@@ -182,6 +182,7 @@ def job_info_from_inspect(attrs: dict[str, Any], oom_reported: bool = True) -> J
         started_at=parse_engine_time(st.get("StartedAt")),
         finished_at=parse_engine_time(st.get("FinishedAt")) if state.finished else None,
         fingerprint=labels.get(LABEL_FINGERPRINT),
+        native_id=attrs.get("Id"),
         labels=labels,
     )
 
@@ -390,6 +391,7 @@ class DockerBackend(Backend):
             created_at=started_at,
             started_at=started_at,
             fingerprint=spec.fingerprint,
+            native_id=cid,
         )
 
     def _raise_start_error(self, e: Exception, spec: JobSpec) -> NoReturn:

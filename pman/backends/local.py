@@ -187,6 +187,7 @@ class LocalBackend(Backend):
             message="submitted to a local supervisor",
             created_at=now,
             fingerprint=spec.fingerprint,
+            native_id=str(jobdir),
         )
 
     # ------------------------------------------------------------------ state

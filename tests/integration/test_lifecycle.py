@@ -20,6 +20,9 @@ def test_full_lifecycle(pman: Pman) -> None:
     done = pman.wait(body["jid"])
     assert done["status"] == "finishedSuccessfully", done
     assert (pman.out(body) / "out-data.txt").read_text() == "some data\n"
+    native = pman.record(body["jid"]).native_id
+    if pman.engine is not None:  # the registry knows the engine's own id
+        assert native == pman.container(body["jid"])["Id"]  # type: ignore[index]
     assert "copied data.txt -> out-data.txt" in done["logs"]
     assert done["timestamp"] >= created["timestamp"][:19]
 
