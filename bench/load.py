@@ -8,6 +8,8 @@ JSON:
   * GET poll throughput with 16 concurrent clients (wrk, and a Python client),
     and the upstream way of answering a poll (a new client, an inspect and a
     logs call per poll) as reference;
+  * the lag from the engine knowing a job ended to pman saying so, while 16
+    clients poll;
   * with 10,000 records in the registry: GET p50, the tracker's engine calls
     per cycle, the first page of a status-filtered list, and the resident
     memory of a worker.
@@ -22,6 +24,7 @@ Nothing here asserts: it prints figures and ratios.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -204,6 +207,54 @@ def run_wrk(url: str, jids: list[str], seconds: int) -> dict[str, Any] | None:
     return result
 
 
+def tracker_lag(
+    url: str, api: docker.APIClient, count: int, load: Callable[[], None]
+) -> dict[str, Any]:
+    """Seconds from the engine knowing a job ended (its FinishedAt) to pman
+    reporting it, for ``count`` short jobs finishing while ``load`` polls."""
+    stop = threading.Event()
+
+    def background() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(Exception):
+                load()
+
+    threads = [threading.Thread(target=background) for _ in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    http = requests.Session()
+    lags = []
+    try:
+        jids = [f"bench-lag-{uuid.uuid4().hex[:8]}" for _ in range(count)]
+        for j in jids:
+            http.post(f"{url}/api/v1/", json=job(j, seconds=1), timeout=60).raise_for_status()
+        from pman.backends.docker import parse_engine_time
+
+        seen: dict[str, datetime] = {}
+        deadline = time.monotonic() + 60
+        while len(seen) < len(jids) and time.monotonic() < deadline:
+            for j in jids:  # round robin, so each job's first sighting is timely
+                if j in seen:
+                    continue
+                status = http.get(f"{url}/api/v1/{j}/", timeout=30).json()["status"]
+                if status.startswith("finished"):
+                    seen[j] = datetime.now(UTC)
+            time.sleep(0.01)
+        for j in jids:
+            finished = parse_engine_time(api.inspect_container(j)["State"]["FinishedAt"])
+            lags.append((seen[j] - finished).total_seconds())  # type: ignore[operator]
+            http.delete(f"{url}/api/v1/{j}/", timeout=60)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    return {
+        "jobs": count,
+        "p50_s": round(sorted(lags)[len(lags) // 2], 3),
+        "max_s": round(max(lags), 3),
+    }
+
+
 def seed_registry(data: Path, count: int) -> None:
     """Insert ``count`` finished jobs straight into the registry (as history)."""
     from sqlalchemy import insert
@@ -378,6 +429,7 @@ def main() -> None:
         ]
         out["get_p50_ms_small"] = pct(single, 50)
         out["tracker_engine_calls_per_cycle_small"] = tracker_calls(pman.data, args.backend)
+        out["state_lag_under_load"] = tracker_lag(pman.url, api, 10, poll)
         out["rss_mib_small"] = pman.rss_mib()
 
         # ---- with many records
