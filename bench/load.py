@@ -230,19 +230,20 @@ def tracker_lag(
             http.post(f"{url}/api/v1/", json=job(j, seconds=1), timeout=60).raise_for_status()
         from pman.backends.docker import parse_engine_time
 
-        seen: dict[str, datetime] = {}
+        # pman's own event says when it knew; the engine's FinishedAt when the
+        # engine knew (a client's sighting would add the client's own delays)
         deadline = time.monotonic() + 60
-        while len(seen) < len(jids) and time.monotonic() < deadline:
-            for j in jids:  # round robin, so each job's first sighting is timely
-                if j in seen:
-                    continue
-                status = http.get(f"{url}/api/v1/{j}/", timeout=30).json()["status"]
-                if status.startswith("finished"):
-                    seen[j] = datetime.now(UTC)
-            time.sleep(0.01)
+        pending = set(jids)
+        while pending and time.monotonic() < deadline:
+            for j in list(pending):
+                if http.get(f"{url}/api/v1/{j}/", timeout=30).json()["status"].startswith("fin"):
+                    pending.discard(j)
+            time.sleep(0.1)
         for j in jids:
+            events = http.get(f"{url}/api/v1/{j}/events/", timeout=30).json()["events"]
+            known = datetime.fromisoformat(events[-1]["at"])
             finished = parse_engine_time(api.inspect_container(j)["State"]["FinishedAt"])
-            lags.append((seen[j] - finished).total_seconds())  # type: ignore[operator]
+            lags.append((known - finished).total_seconds())  # type: ignore[operator]
             http.delete(f"{url}/api/v1/{j}/", timeout=60)
     finally:
         stop.set()

@@ -147,7 +147,7 @@ class Tracker:
         *,
         logs_tail: int,
         interval: float = 0.5,
-        idle_interval: float = 5.0,
+        idle_interval: float = 1.0,
         reconcile_every: float = 60.0,
         lock: LeaderLock | None = None,
     ) -> None:
@@ -205,8 +205,9 @@ class Tracker:
                 self._needs_reconcile = True
             except Exception:
                 log.exception("tracker cycle failed")
-            # Unfinished jobs: poll at `interval`. Nothing to watch: sleep until a
-            # submit wakes us or the idle interval passes (no busy loop).
+            # Unfinished jobs: poll the engine at `interval`. Nothing to watch: only
+            # look at the registry every idle interval (a submit made by another
+            # process cannot wake us) or when a submit here wakes us.
             self._wake.wait(self.interval if busy else self.idle_interval)
             self._wake.clear()
 
@@ -214,7 +215,8 @@ class Tracker:
     def run_once(self) -> CycleReport:
         """One cycle; reconciles first when due. Raises BackendUnavailable."""
         report = CycleReport()
-        due = time.monotonic() - self._last_reconcile > self.reconcile_every
+        started = time.monotonic()
+        due = started - self._last_reconcile > self.reconcile_every
         if self._needs_reconcile or due:
             self._reconcile(report)
             self._needs_reconcile = False
@@ -227,6 +229,13 @@ class Tracker:
             for record in records:
                 self._follow(record, live.get(record.jid), report)
         self.last_report = report
+        log.debug(
+            "tracker cycle: %d watched, %d updated, %d engine calls, %.3f s",
+            report.watched,
+            report.updated,
+            report.engine_calls,
+            time.monotonic() - started,
+        )
         return report
 
     def _follow(self, record: Any, live: JobInfo | None, report: CycleReport) -> None:

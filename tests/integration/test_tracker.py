@@ -181,8 +181,26 @@ def _flock_holders(path: Path) -> set[int]:
     return holders
 
 
+def _children(pid: int) -> dict[int, str]:
+    """Child pids of ``pid`` with their command lines."""
+    kids = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid:
+            kids[int(entry.name)] = cmd
+    return kids
+
+
 @pytest.mark.local
 def test_two_gunicorn_workers_one_tracker(tmp_path: Path) -> None:
+    """pman serve runs the tracker in a process of its own; the workers stand by
+    and one takes over when it dies."""
     storebase = tmp_path / "sb"
     (storebase / "key-1" / "incoming").mkdir(parents=True)
     data = tmp_path / "data"
@@ -217,14 +235,16 @@ def test_two_gunicorn_workers_one_tracker(tmp_path: Path) -> None:
         while not lock.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         holders = _flock_holders(lock)
-        assert len(holders) == 1 and holders <= workers, (holders, workers)
+        trackers = {p for p, cmd in _children(proc.pid).items() if "pman track" in cmd}
+        assert len(trackers) == 1
+        assert holders == trackers, (holders, trackers, workers)
         for _ in range(100):
             status = requests.get(f"{url}/api/v1/{body['jid']}/", timeout=30).json()["status"]
             if status == "finishedSuccessfully":
                 break
             time.sleep(0.1)
         assert status == "finishedSuccessfully"
-        # the leader goes away: the other worker takes over the tracking
+        # the tracker process goes away: one worker takes over the tracking
         leader = holders.pop()
         os.kill(leader, signal.SIGKILL)
         deadline = time.monotonic() + 20
@@ -233,7 +253,15 @@ def test_two_gunicorn_workers_one_tracker(tmp_path: Path) -> None:
             if now:
                 break
             time.sleep(0.2)
-        assert now, "no worker took over the tracker lock"
+        assert len(now) == 1 and now <= workers, "no single worker took over the tracker lock"
+        second = job_body(entrypoint=[str(PLUGIN_BIN / "copyplugin")], output_dir="key-1/out-2")
+        assert requests.post(f"{url}/api/v1/", json=second, timeout=30).status_code == 201
+        for _ in range(100):
+            status = requests.get(f"{url}/api/v1/{second['jid']}/", timeout=30).json()["status"]
+            if status == "finishedSuccessfully":
+                break
+            time.sleep(0.1)
+        assert status == "finishedSuccessfully", "the standby tracker did not follow the job"
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
