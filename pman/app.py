@@ -9,6 +9,7 @@ from flask import Flask
 
 from pman.api import health, register_error_handlers, v1
 from pman.api.context import EXTENSION_KEY, Runtime
+from pman.api.fastpath import PollFastPath
 from pman.backends import load_backend
 from pman.backends.base import Backend
 from pman.registry import Registry
@@ -47,6 +48,7 @@ def create_app(
     app.config["SECRET_KEY"] = settings.secret_key
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[EXTENSION_KEY] = Runtime(settings, service)
+    app.wsgi_app = PollFastPath(app.wsgi_app, service)  # type: ignore[method-assign]
     register_error_handlers(app)
     app.register_blueprint(v1)
     app.register_blueprint(health)

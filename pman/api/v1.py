@@ -41,15 +41,16 @@ def _iso(t: datetime | None) -> str | None:
 
 
 def job_body(info: JobInfo, logs: str) -> dict[str, Any]:
-    return schemas.Job(
-        jid=info.name,
-        image=info.image,
-        cmd=shlex.join(info.command),
-        status=V1_STATUS[info.state],
-        message=info.message,
-        timestamp=_iso(info.timestamp) or "",
-        logs=logs,
-    ).model_dump()
+    """The v1 job body (schemas.Job; built as a dict: it is on the poll path)."""
+    return {
+        "jid": info.name,
+        "image": info.image,
+        "cmd": shlex.join(info.command),
+        "status": V1_STATUS[info.state],
+        "message": info.message,
+        "timestamp": _iso(info.timestamp) or "",
+        "logs": logs,
+    }
 
 
 def summary_body(r: JobRecord) -> dict[str, Any]:

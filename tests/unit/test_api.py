@@ -269,3 +269,25 @@ def test_health_is_503_when_the_registry_is_unusable(app: object, client: FlaskC
     assert "registry" in resp.get_json()["message"]
     resp = client.get("/api/v1/anything/")
     assert resp.status_code == 503, "a registry outage is a 503, never a 500"
+
+
+def test_poll_fast_path_answers_exactly_as_the_flask_route(
+    app: object, client: FlaskClient, fake: FakeBackend, track: Callable[[], object]
+) -> None:
+    """GET /api/v1/<jid>/ skips Flask for speed: byte for byte the same answer,
+    and every error still goes through Flask's handlers."""
+    from werkzeug.test import Client
+
+    client.post("/api/v1/", json=job_body(jid="fp", args=["--name", "ü ünïcode"]))
+    fake.logs_text["fp"] = "line 1\nlïne 2\n"
+    fake.set_state("fp", JobState.FAILED, exit_code=3, message='exited with code 3 "quoted"')
+    track()
+    flask_only = Client(app.wsgi_app.app)  # type: ignore[attr-defined]
+    for path in ("/api/v1/fp/", "/api/v1/fp"):
+        fast = client.get(path)
+        slow = flask_only.get(path)
+        assert (fast.status_code, fast.get_data()) == (slow.status_code, slow.get_data())
+        assert fast.headers["Content-Type"] == slow.headers["Content-Type"]
+    missing = client.get("/api/v1/nope/")
+    assert missing.status_code == 404 and "nope" in missing.get_json()["message"]
+    assert client.get("/api/v1/jobs/").status_code == 200  # reserved paths are not polls
