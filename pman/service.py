@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from pman.backends.base import Backend
@@ -23,28 +25,58 @@ log = logging.getLogger(__name__)
 RESERVED_JIDS = frozenset({"jobs", "openapi.json"})
 
 
-class LogsCache:
-    """Live logs of running jobs, each kept for ``ttl`` seconds: many clients
-    polling one job cost the engine one logs call per ttl, not one per poll."""
+class LiveLogs:
+    """Live logs of running jobs, shared by all polls of a worker.
 
-    def __init__(self, ttl: float) -> None:
+    A poll never waits for the engine once a job's logs were fetched: it gets
+    the copy at hand, and a copy older than ``ttl`` seconds is refreshed in the
+    background (one refresh per job at a time). So many clients polling a job
+    cost the engine at most one logs call per ``ttl``, and none of them waits
+    for it. Only a job's first poll fetches its logs in line.
+    """
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, fetch: Callable[[str], str], ttl: float) -> None:
+        self.fetch = fetch
         self.ttl = ttl
         self._entries: dict[str, tuple[float, str]] = {}
+        self._refreshing: set[str] = set()
         self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pman-logs")
 
-    def get(self, key: str) -> str | None:
+    def get(self, jid: str) -> str:
         with self._lock:
-            hit = self._entries.get(key)
-        if hit is None or time.monotonic() - hit[0] > self.ttl:
-            return None
-        return hit[1]
+            hit = self._entries.get(jid)
+            stale = hit is None or time.monotonic() - hit[0] > self.ttl
+            if hit is not None and stale and jid not in self._refreshing:
+                self._refreshing.add(jid)
+                self._pool.submit(self._refresh, jid)
+        if hit is not None:
+            return hit[1]
+        return self._refresh(jid)
 
-    def put(self, key: str, value: str) -> None:
+    def _refresh(self, jid: str) -> str:
+        try:
+            logs = self.fetch(jid)
+        except PmanError as e:
+            log.info("logs of %s unavailable: %s", jid, e.message)
+            logs = None
+        finally:
+            with self._lock:
+                self._refreshing.discard(jid)
+        if logs is None:
+            return ""
         with self._lock:
-            if len(self._entries) > 10_000:  # bounded: drop everything stale
-                cutoff = time.monotonic() - self.ttl
-                self._entries = {k: v for k, v in self._entries.items() if v[0] > cutoff}
-            self._entries[key] = (time.monotonic(), value)
+            if len(self._entries) >= self.MAX_ENTRIES:  # bounded: keep the fresher half
+                newest = sorted(self._entries.items(), key=lambda kv: kv[1][0])
+                self._entries = dict(newest[len(newest) // 2 :])
+            self._entries[jid] = (time.monotonic(), logs)
+        return logs
+
+    def forget(self, jid: str) -> None:
+        with self._lock:
+            self._entries.pop(jid, None)
 
 
 @dataclass(frozen=True)
@@ -67,7 +99,9 @@ class JobService:
         self.storage = storage
         self.registry = registry
         self.tracker = tracker
-        self.logs_cache = LogsCache(settings.logs_cache_seconds)
+        self.live_logs = LiveLogs(
+            lambda jid: backend.logs(jid, settings.job_logs_tail), settings.logs_cache_seconds
+        )
 
     def check_name(self, jid: str) -> None:
         if jid in RESERVED_JIDS:
@@ -118,19 +152,11 @@ class JobService:
 
     def _logs(self, record: JobRecord) -> str:
         if record.state.finished:
+            self.live_logs.forget(record.jid)
             return record.logs or ""
         if record.state is JobState.QUEUED:
             return ""
-        cached = self.logs_cache.get(record.jid)
-        if cached is not None:
-            return cached
-        try:
-            logs = self.backend.logs(record.jid, self.settings.job_logs_tail)
-        except PmanError as e:
-            log.info("logs of %s unavailable: %s", record.jid, e.message)
-            return ""
-        self.logs_cache.put(record.jid, logs)
-        return logs
+        return self.live_logs.get(record.jid)
 
     def delete(self, jid: str) -> None:
         record = self.registry.active(jid)

@@ -291,3 +291,30 @@ def test_poll_fast_path_answers_exactly_as_the_flask_route(
     missing = client.get("/api/v1/nope/")
     assert missing.status_code == 404 and "nope" in missing.get_json()["message"]
     assert client.get("/api/v1/jobs/").status_code == 200  # reserved paths are not polls
+
+
+def test_stale_live_logs_are_refreshed_without_making_a_poll_wait() -> None:
+    import threading
+
+    from pman.service import LiveLogs
+
+    gate = threading.Event()
+    started: list[str] = []
+
+    def fetch(jid: str) -> str:
+        started.append(jid)
+        if len(started) > 1:  # every fetch after the first blocks until released
+            gate.wait(10)
+        return f"logs #{len(started)}"
+
+    live = LiveLogs(fetch, ttl=0.0)
+    assert live.get("j") == "logs #1"  # the first poll fetches in line
+    # stale now: polls get the copy at hand at once while ONE refresh runs
+    assert [live.get("j") for _ in range(5)] == ["logs #1"] * 5
+    assert len(started) == 2, "one refresh at a time, not one per poll"
+    gate.set()
+    for _ in range(100):
+        if live.get("j") != "logs #1":
+            break
+        threading.Event().wait(0.01)
+    assert live.get("j") != "logs #1", "the background refresh never landed"
