@@ -120,7 +120,7 @@ def test_unknown_labelled_container_is_adopted(make_pman: Callable[..., Pman]) -
     c = api.create_container(
         TEST_IMAGE, command=["sh", "-c", "echo stray; exit 0"], name=jid, labels=labels
     )
-    api.start(c)
+    api.start(c)  # jid is in p.jids: removed at teardown whatever happens
     p.service.tracker.request_reconcile()
     rec = p.wait_record(jid, timeout=30)
     assert (rec.state, rec.auid) == (JobState.SUCCEEDED, "dave")

@@ -62,8 +62,8 @@ def test_volume_found_through_pfcon(
         labels={key: value},
         host_config=api.create_host_config(binds=[f"{name}:/var/local/storeBase"]),
     )
-    api.start(pfcon)
     try:
+        api.start(pfcon)
         p = make_pman(backend, STORAGE_TYPE="docker_local_volume", PFCON_SELECTOR=label)
         _run_copy_job(p, mountpoint)
     finally:
