@@ -150,7 +150,7 @@ class Settings:
     tracker_enabled: bool = True
     #: seconds between tracker cycles while jobs are unfinished
     tracker_interval: float = 0.5
-    #: seconds live logs of a running job are reused between polls (per worker)
+    #: age in seconds after which a running job's live logs are refreshed (in the background)
     logs_cache_seconds: float = 2.0
 
     def docker_environment(self) -> dict[str, str]:
