@@ -150,7 +150,7 @@ def test_containers_pman_did_not_create_are_not_jobs(cpman: Pman) -> None:
             cpman.engine.remove_container(name, force=True)
 
 
-@pytest.mark.parametrize("backend", [p.values[0] for p in CONTAINER_BACKENDS])
+@pytest.mark.parametrize("backend", CONTAINER_BACKENDS)
 def test_engine_down_is_503_naming_the_engine(
     make_pman: Callable[..., Pman], backend: str, tmp_path: object
 ) -> None:

@@ -64,7 +64,11 @@ def test_events_record_every_transition(pman: Pman) -> None:
 
 
 @pytest.mark.parametrize(
-    "backend_name", ["local", pytest.param("docker", marks=pytest.mark.docker)]
+    "backend_name",
+    [
+        pytest.param("local", marks=pytest.mark.local),
+        pytest.param("docker", marks=pytest.mark.docker),
+    ],
 )
 def test_restart_of_pman_while_jobs_run_and_finish(
     make_pman: Callable[..., Pman], backend_name: str
