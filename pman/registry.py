@@ -298,42 +298,25 @@ class Registry:
     @_db
     def create(self, spec: JobSpec, backend: str) -> JobRecord:
         """Record a job about to be submitted; JobExists if its jid has an active job."""
-        t = now()
         values = {
             "jid": spec.name,
-            "active": True,
             "backend": backend,
             "state": JobState.QUEUED.value,
-            "reason": "",
             "message": "submitting",
             "image": spec.image,
             "cmd": spec.command,
             "auid": spec.auid,
             "spec": _spec_json(spec),
             "fingerprint": spec.fingerprint,
-            "submitted_at": t,
-            "updated_at": t,
         }
         try:
-            with self.engine.begin() as conn:
-                job_id = conn.execute(insert(jobs).values(**values)).inserted_primary_key[0]
-                if spec.labels:
-                    conn.execute(
-                        insert(job_labels),
-                        [{"job_id": job_id, "key": k, "value": v} for k, v in spec.labels.items()],
-                    )
-                conn.execute(
-                    insert(job_events).values(
-                        job_id=job_id, at=t, state=JobState.QUEUED.value, message="submitted"
-                    )
-                )
+            return self._insert(values, spec.labels, "submitted")
         except IntegrityError as e:
             existing = self.find_active(spec.name)
             raise JobExists(
                 f"job {spec.name!r} exists already",
                 existing=existing.info() if existing else None,
             ) from e
-        return self.get(job_id)
 
     @_db
     def adopt(
@@ -346,41 +329,39 @@ class Registry:
     ) -> JobRecord:
         """Record a job found on the engine that the registry did not know
         (with its final logs when it has finished, in the same transaction)."""
+        values = {
+            "jid": info.name,
+            "backend": backend,
+            "state": info.state.value,
+            "exit_code": info.exit_code,
+            "reason": info.reason,
+            "message": info.message,
+            "image": info.image,
+            "cmd": info.command,
+            "native_id": info.native_id,
+            "auid": auid,
+            "fingerprint": info.fingerprint,
+            "submitted_at": info.created_at,
+            "started_at": info.started_at,
+            "finished_at": info.finished_at,
+            "logs": logs,
+        }
+        return self._insert(values, labels, "adopted: found on the engine without a record")
+
+    def _insert(self, values: dict[str, Any], labels: dict[str, str], event: str) -> JobRecord:
+        """One new active job with its labels and its first event, in one transaction."""
         t = now()
+        row = {"active": True, "reason": "", "updated_at": t, **values}
+        row["submitted_at"] = row.get("submitted_at") or t
         with self.engine.begin() as conn:
-            job_id = conn.execute(
-                insert(jobs).values(
-                    jid=info.name,
-                    active=True,
-                    backend=backend,
-                    state=info.state.value,
-                    exit_code=info.exit_code,
-                    reason=info.reason,
-                    message=info.message,
-                    image=info.image,
-                    cmd=info.command,
-                    native_id=info.native_id,
-                    auid=auid,
-                    fingerprint=info.fingerprint,
-                    submitted_at=info.created_at or t,
-                    started_at=info.started_at,
-                    finished_at=info.finished_at,
-                    updated_at=t,
-                    logs=logs,
-                )
-            ).inserted_primary_key[0]
+            job_id = conn.execute(insert(jobs).values(**row)).inserted_primary_key[0]
             if labels:
                 conn.execute(
                     insert(job_labels),
                     [{"job_id": job_id, "key": k, "value": v} for k, v in labels.items()],
                 )
             conn.execute(
-                insert(job_events).values(
-                    job_id=job_id,
-                    at=t,
-                    state=info.state.value,
-                    message="adopted: found on the engine without a record",
-                )
+                insert(job_events).values(job_id=job_id, at=t, state=row["state"], message=event)
             )
         return self.get(job_id)
 

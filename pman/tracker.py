@@ -164,7 +164,6 @@ class Tracker:
         self._needs_reconcile = True
         self._last_reconcile = 0.0
         self.last_report = CycleReport()
-        self.leading = False
 
     # ---------------------------------------------------------------- thread
     def start(self) -> None:
@@ -180,7 +179,6 @@ class Tracker:
             self._thread.join(timeout=10)
             self._thread = None
         self.lock.release()
-        self.leading = False
 
     def request_reconcile(self) -> None:
         """Reconcile with the engine at the next cycle, and start it now."""
@@ -195,8 +193,7 @@ class Tracker:
         while not self._stop.is_set():
             busy = False
             try:
-                self.leading = self.lock.try_acquire()
-                if self.leading:
+                if self.lock.try_acquire():
                     report = self.run_once()
                     busy = report.watched > 0
             except BackendUnavailable as e:

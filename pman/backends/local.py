@@ -256,6 +256,23 @@ class LocalBackend(Backend):
                 continue  # being created or removed right now
         return infos
 
+    def list_active(self) -> list[JobInfo]:
+        # a job folder with a result is finished: skip it without reading it,
+        # so a cycle's cost follows running jobs, not the whole history
+        if not self.jobs_dir.is_dir():
+            return []
+        infos = []
+        for jobdir in self.jobs_dir.iterdir():
+            if (jobdir / "result.json").exists():
+                continue
+            try:
+                info = self.get(jobdir.name)
+            except JobNotFound:
+                continue
+            if not info.state.finished:
+                infos.append(info)
+        return infos
+
     def logs(self, name: str, tail: int) -> str:
         jobdir = self._dir(name)
         if not (jobdir / "spec.json").exists():

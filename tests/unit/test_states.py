@@ -159,3 +159,9 @@ def test_demultiplex_log_frames() -> None:
     assert demultiplex(data) == b"out 1\nerr\nout 2\n"
     assert demultiplex(b"") == b""
     assert demultiplex(b"plain tty text\n") == b"plain tty text\n"
+
+
+def test_local_list_active_skips_finished_jobs(tmp_path: Path) -> None:
+    backend = _job(tmp_path, result={"exit_code": 0, "finished_at": "2020-01-01T00:00:01+00:00"})
+    assert [i.name for i in backend.list()] == ["j"]
+    assert backend.list_active() == []
