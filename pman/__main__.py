@@ -25,34 +25,77 @@ def configure_logging() -> None:
 
 
 def serve(host: str, port: int, workers: int, threads: int) -> None:
-    """Serve with gunicorn. Settings are checked first so a bad variable stops us
-    with one clear message instead of one per worker."""
-    from gunicorn.app.base import BaseApplication
+    """Serve with granian: HTTP parsing and connections are handled in Rust, so
+    a worker's Python time goes to pman's own work. Settings are checked first
+    so a bad variable stops us with one clear message instead of one per worker.
+    """
+    from granian.constants import Interfaces
+    from granian.log import LogLevels
+    from granian.server import Server
 
-    from pman.app import create_app
     from pman.settings import load_settings
 
     settings = load_settings()
     tracker = _start_tracker_process(settings)
 
-    class _Server(BaseApplication):  # type: ignore[misc]
-        def load_config(self) -> None:
-            self.cfg.set("bind", f"{host}:{port}")
-            self.cfg.set("workers", workers)
-            self.cfg.set("threads", threads)
-            self.cfg.set("worker_class", "gthread")
-            if os.environ.get("PMAN_ACCESS_LOG", "yes").lower() not in ("0", "no", "false", "off"):
-                self.cfg.set("accesslog", "-")
+    class _Server(Server):  # type: ignore[misc,valid-type]
+        def _init_shared_socket(self) -> None:
+            # Each worker listens on its own socket bound to the same port
+            # (SO_REUSEPORT: the kernel spreads connections over the workers).
+            # With port 0 granian would announce port 0 and drop the port it
+            # found: keep that port bound here (not listening: it takes no
+            # connections) for the server's life, and announce it.
+            super()._init_shared_socket()
+            if self._ssp is not None and self.bind_port == 0:
+                self._pman_port = self._ssp.build()
+                self.bind_port = self._ssp.__getstate__()[1]
 
-        def load(self) -> Any:
-            return create_app(settings)
-
+    access = os.environ.get("PMAN_ACCESS_LOG", "yes").lower() not in ("0", "no", "false", "off")
+    # granian's few lines of its own (where it listens, its workers) are always shown
+    debug = os.environ.get("PMAN_LOG_LEVEL", "INFO").upper() == "DEBUG"
+    server = _Server(
+        "pman.wsgi:application",
+        address=host,
+        port=port,
+        interface=Interfaces.WSGI,
+        workers=workers,
+        blocking_threads=threads,
+        log_level=LogLevels.debug if debug else LogLevels.info,
+        log_dictconfig=_GRANIAN_LOGGING,
+        log_access=access,
+        respawn_failed_workers=True,
+        workers_kill_timeout=60,
+    )
     try:
-        _Server().run()
+        server.serve()
     finally:
         if tracker is not None:
             tracker.terminate()
             tracker.wait(timeout=30)
+
+
+#: granian's own messages on stderr in pman's format; access lines on stdout
+_GRANIAN_LOGGING: dict[str, Any] = {
+    "formatters": {
+        "generic": {
+            "()": "logging.Formatter",
+            "fmt": "[%(asctime)s] %(levelname)s granian %(process)d: %(message)s",
+        },
+        "access": {"()": "logging.Formatter", "fmt": "%(message)s"},
+    },
+    "handlers": {
+        "console": {
+            "formatter": "generic",
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stderr",
+        },
+        "access": {
+            "formatter": "access",
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+        },
+    },
+}
 
 
 def _start_tracker_process(settings: Any) -> subprocess.Popen[bytes] | None:
@@ -94,9 +137,7 @@ def track(exit_with: int | None = None) -> None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     registry = Registry.from_url(settings.database_url)
     backend = load_backend(settings.container_env, settings)
-    tracker = Tracker(
-        registry, backend, logs_tail=settings.job_logs_tail, interval=settings.tracker_interval
-    )
+    tracker = Tracker.from_settings(registry, backend, settings)
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
@@ -117,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     p_serve.add_argument("--host", default=os.environ.get("PMAN_HOST", "127.0.0.1"))
     p_serve.add_argument("--port", type=int, default=int(os.environ.get("PMAN_PORT", "5010")))
     p_serve.add_argument("--workers", type=int, default=int(os.environ.get("PMAN_WORKERS", "2")))
-    p_serve.add_argument("--threads", type=int, default=int(os.environ.get("PMAN_THREADS", "8")))
+    p_serve.add_argument("--threads", type=int, default=int(os.environ.get("PMAN_THREADS", "4")))
     p_track = sub.add_parser("track", help="run only the tracker (pman serve starts one itself)")
     p_track.add_argument("--exit-with", type=int, help="stop when this parent process ends")
     args = parser.parse_args(argv)

@@ -37,12 +37,7 @@ def create_app(
         if settings.database_url.startswith("sqlite"):
             settings.data_dir.mkdir(parents=True, exist_ok=True)
         registry = Registry.from_url(settings.database_url)
-    tracker = Tracker(
-        registry,
-        backend,
-        logs_tail=settings.job_logs_tail,
-        interval=settings.tracker_interval,
-    )
+    tracker = Tracker.from_settings(registry, backend, settings)
     service = JobService(settings, backend, Storage(settings), registry, tracker)
     app = Flask("pman")
     app.config["SECRET_KEY"] = settings.secret_key

@@ -12,7 +12,7 @@ import base64
 import functools
 import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
@@ -26,6 +26,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Select,
     String,
     Table,
     Text,
@@ -38,7 +39,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Engine, RowMapping
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 
 from pman.errors import BackendUnavailable, JobExists, JobNotFound
@@ -74,7 +75,7 @@ jobs = Table(
     Column("finished_at", DateTime(timezone=True)),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("deleted_at", DateTime(timezone=True)),
-    #: the logs' last lines, kept once the job is finished
+    #: the logs' last lines: refreshed by the tracker while the job runs, final once it ends
     Column("logs", Text),
 )
 Index(
@@ -111,8 +112,10 @@ job_events = Table(
 )
 Index("job_events_by_job", job_events.c.job_id, job_events.c.id)
 
+#: a record's columns: all but the request (``spec``), which only the table keeps
+_RECORD = [c for c in jobs.c if c.key != "spec"]
 #: built once: the poll path runs it for every GET
-_ACTIVE_BY_JID = select(jobs).where(and_(jobs.c.jid == bindparam("jid"), jobs.c.active))
+_ACTIVE_BY_JID = select(*_RECORD).where(and_(jobs.c.jid == bindparam("jid"), jobs.c.active))
 
 UNFINISHED = (JobState.QUEUED.value, JobState.RUNNING.value, JobState.UNKNOWN.value)
 
@@ -154,7 +157,7 @@ class JobRecord:
     labels: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_row(cls, row: RowMapping, labels: dict[str, str] | None = None) -> JobRecord:
+    def from_row(cls, row: Mapping[str, Any], labels: dict[str, str] | None = None) -> JobRecord:
         return cls(
             id=row["id"],
             jid=row["jid"],
@@ -259,12 +262,65 @@ def _db(method: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+class _DirectQuery:
+    """A fixed SELECT run straight on a pooled DBAPI connection.
+
+    For the poll path: SQLAlchemy's per-execution work (execution context,
+    result object) costs several times the query itself. The statement is
+    still built and compiled by SQLAlchemy for the engine's dialect, and its
+    values are converted by the column types' own result processors, so the
+    rows are what ``conn.execute`` would give.
+    """
+
+    def __init__(self, engine: Engine, stmt: Select[Any]) -> None:
+        dialect = engine.dialect
+        compiled = stmt.compile(dialect=dialect)
+        self.sql = str(compiled)
+        self.positional = compiled.positional
+        self.order = list(compiled.positiontup or [])
+        # values of the statement's own literals; the caller gives the rest
+        self.defaults = {name: bind.value for name, bind in compiled.binds.items()}
+        self.names = [c.key for c in stmt.selected_columns]
+        self.processors = [
+            c.type.dialect_impl(dialect).result_processor(dialect, None)
+            for c in stmt.selected_columns
+        ]
+        self.dbapi = dialect.loaded_dbapi
+
+    def first(self, engine: Engine, **params: Any) -> dict[str, Any] | None:
+        values = {**self.defaults, **params}
+        args = tuple(values[k] for k in self.order) if self.positional else values
+        conn = None
+        try:
+            conn = engine.raw_connection()
+            cursor = conn.cursor()
+            try:
+                cursor.execute(self.sql, args)
+                row = cursor.fetchone()
+            finally:
+                cursor.close()
+        except (self.dbapi.OperationalError, self.dbapi.InterfaceError) as e:
+            if conn is not None:
+                conn.invalidate(e)  # a broken connection must not go back to the pool
+            raise RegistryUnavailable(f"the job registry's database is unavailable: {e}") from e
+        finally:
+            if conn is not None:
+                conn.close()
+        if row is None:
+            return None
+        return {
+            name: (value if proc is None or value is None else proc(value))
+            for name, proc, value in zip(self.names, self.processors, row, strict=True)
+        }
+
+
 class Registry:
     """Job records, their labels and their events. Every public method is one
     short transaction."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._active_by_jid = _DirectQuery(engine, _ACTIVE_BY_JID)
 
     @classmethod
     def from_url(cls, url: str) -> Registry:
@@ -416,6 +472,17 @@ class Registry:
         return changed
 
     @_db
+    def set_running_logs(self, job_id: int, logs: str) -> None:
+        """The latest logs of a running job. A job that has finished meanwhile
+        keeps its final logs."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(jobs)
+                .where(and_(jobs.c.id == job_id, jobs.c.state == JobState.RUNNING.value))
+                .values(logs=logs)
+            )
+
+    @_db
     def mark_deleted(self, job_id: int) -> None:
         """The job was removed from the engine: keep its history, free its jid."""
         t = now()
@@ -451,7 +518,7 @@ class Registry:
     @_db
     def get(self, job_id: int) -> JobRecord:
         with self.engine.connect() as conn:
-            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
+            row = conn.execute(select(*_RECORD).where(jobs.c.id == job_id)).mappings().first()
             if row is None:
                 raise JobNotFound(f"no job record {job_id}")
             return JobRecord.from_row(row, self._labels(conn, [job_id]).get(job_id))
@@ -460,19 +527,20 @@ class Registry:
     def find_active(self, jid: str, with_labels: bool = True) -> JobRecord | None:
         """The current job of a jid; ``with_labels=False`` saves a query on the poll path
         (the record's labels are then empty)."""
+        row = self._active_by_jid.first(self.engine, jid=jid)
+        if row is None:
+            return None
+        if not with_labels:
+            return JobRecord.from_row(row)
         with self.engine.connect() as conn:
-            row = conn.execute(_ACTIVE_BY_JID, {"jid": jid}).mappings().first()
-            if row is None:
-                return None
-            labels = self._labels(conn, [row["id"]]).get(row["id"]) if with_labels else None
-            return JobRecord.from_row(row, labels)
+            return JobRecord.from_row(row, self._labels(conn, [row["id"]]).get(row["id"]))
 
     @_db
     def latest(self, jid: str) -> JobRecord:
         """The newest record of a jid, deleted or not (for its history)."""
         with self.engine.connect() as conn:
             row = (
-                conn.execute(select(jobs).where(jobs.c.jid == jid).order_by(jobs.c.id.desc()))
+                conn.execute(select(*_RECORD).where(jobs.c.jid == jid).order_by(jobs.c.id.desc()))
                 .mappings()
                 .first()
             )
@@ -491,7 +559,7 @@ class Registry:
         """Active jobs whose state may still change: what the tracker watches."""
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(jobs).where(and_(jobs.c.active, jobs.c.state.in_(UNFINISHED)))
+                select(*_RECORD).where(and_(jobs.c.active, jobs.c.state.in_(UNFINISHED)))
             ).mappings()
             return [JobRecord.from_row(r) for r in rows]
 
@@ -522,7 +590,7 @@ class Registry:
         limit: int = 50,
     ) -> Page:
         """Jobs newest first, filtered, one page at a time (keyset paging on id)."""
-        query = select(jobs)
+        query = select(*_RECORD)
         conditions = []
         if not include_deleted:
             conditions.append(jobs.c.active)

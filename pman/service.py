@@ -4,16 +4,12 @@ the source of truth for polls, the backend is asked only to act."""
 from __future__ import annotations
 
 import logging
-import threading
-import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from pman.backends.base import Backend
-from pman.errors import InvalidJobSpec, JobExists, PmanError
+from pman.errors import InvalidJobSpec, JobExists
 from pman.jobs import build_spec
-from pman.models import JobRequest, JobState
+from pman.models import JobRequest
 from pman.registry import Event, JobRecord, Page, Registry
 from pman.settings import Settings
 from pman.storage import Storage
@@ -23,60 +19,6 @@ log = logging.getLogger(__name__)
 
 #: names the v1 API uses for its own routes under /api/v1/
 RESERVED_JIDS = frozenset({"jobs", "openapi.json"})
-
-
-class LiveLogs:
-    """Live logs of running jobs, shared by all polls of a worker.
-
-    A poll never waits for the engine once a job's logs were fetched: it gets
-    the copy at hand, and a copy older than ``ttl`` seconds is refreshed in the
-    background (one refresh per job at a time). So many clients polling a job
-    cost the engine at most one logs call per ``ttl``, and none of them waits
-    for it. Only a job's first poll fetches its logs in line.
-    """
-
-    MAX_ENTRIES = 10_000
-
-    def __init__(self, fetch: Callable[[str], str], ttl: float) -> None:
-        self.fetch = fetch
-        self.ttl = ttl
-        self._entries: dict[str, tuple[float, str]] = {}
-        self._refreshing: set[str] = set()
-        self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pman-logs")
-
-    def get(self, jid: str) -> str:
-        with self._lock:
-            hit = self._entries.get(jid)
-            stale = hit is None or time.monotonic() - hit[0] > self.ttl
-            if hit is not None and stale and jid not in self._refreshing:
-                self._refreshing.add(jid)
-                self._pool.submit(self._refresh, jid)
-        if hit is not None:
-            return hit[1]
-        return self._refresh(jid)
-
-    def _refresh(self, jid: str) -> str:
-        try:
-            logs = self.fetch(jid)
-        except PmanError as e:
-            log.info("logs of %s unavailable: %s", jid, e.message)
-            logs = None
-        finally:
-            with self._lock:
-                self._refreshing.discard(jid)
-        if logs is None:
-            return ""
-        with self._lock:
-            if len(self._entries) >= self.MAX_ENTRIES:  # bounded: keep the fresher half
-                newest = sorted(self._entries.items(), key=lambda kv: kv[1][0])
-                self._entries = dict(newest[len(newest) // 2 :])
-            self._entries[jid] = (time.monotonic(), logs)
-        return logs
-
-    def forget(self, jid: str) -> None:
-        with self._lock:
-            self._entries.pop(jid, None)
 
 
 @dataclass(frozen=True)
@@ -99,9 +41,6 @@ class JobService:
         self.storage = storage
         self.registry = registry
         self.tracker = tracker
-        self.live_logs = LiveLogs(
-            lambda jid: backend.logs(jid, settings.job_logs_tail), settings.logs_cache_seconds
-        )
 
     def check_name(self, jid: str) -> None:
         if jid in RESERVED_JIDS:
@@ -146,17 +85,10 @@ class JobService:
         return Submitted(self.registry.get(record.id), created=True)
 
     def status(self, jid: str) -> tuple[JobRecord, str]:
-        """The job from the registry, and its latest log lines."""
+        """The job and its latest log lines, from the registry alone: the
+        tracker keeps both current, so a poll never waits for the engine."""
         record = self.registry.active(jid, with_labels=False)
-        return record, self._logs(record)
-
-    def _logs(self, record: JobRecord) -> str:
-        if record.state.finished:
-            self.live_logs.forget(record.jid)
-            return record.logs or ""
-        if record.state is JobState.QUEUED:
-            return ""
-        return self.live_logs.get(record.jid)
+        return record, record.logs or ""
 
     def delete(self, jid: str) -> None:
         record = self.registry.active(jid)

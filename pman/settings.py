@@ -150,8 +150,8 @@ class Settings:
     tracker_enabled: bool = True
     #: seconds between tracker cycles while jobs are unfinished
     tracker_interval: float = 0.5
-    #: age in seconds after which a running job's live logs are refreshed (in the background)
-    logs_cache_seconds: float = 2.0
+    #: how often (seconds) the tracker refreshes the stored logs of each running job
+    logs_refresh_seconds: float = 2.0
 
     def docker_environment(self) -> dict[str, str]:
         """The DOCKER_* variables the docker SDK's ``from_env`` understands."""
@@ -246,7 +246,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         database_url=env.str("PMAN_DATABASE_URL", ""),
         tracker_enabled=env.bool("PMAN_TRACKER", True),
         tracker_interval=env.float("PMAN_TRACKER_INTERVAL", 0.5, validate=Range(min=0.01)),
-        logs_cache_seconds=env.float("PMAN_LOGS_CACHE_SECONDS", 2.0, validate=Range(min=0)),
+        logs_refresh_seconds=env.float("PMAN_LOGS_REFRESH_SECONDS", 2.0, validate=Range(min=0.1)),
     )
     values["job_labels"] = custom("JOB_LABELS", parse_labels, {})
     values["node_selector"] = custom("NODE_SELECTOR", parse_labels, {})

@@ -8,6 +8,12 @@ PostgreSQL). A cycle asks the engine once for every unfinished job
 finished job's logs are fetched once and kept. Reconciliation (at start, after
 an engine outage, and every ``reconcile_every`` seconds) lists every job pman
 ever created on the engine, adopts unknown ones and marks vanished ones.
+
+The leader also keeps the logs of running jobs in the registry, refreshed in
+a thread of their own at most every ``logs_every`` seconds per job and at most
+``LOGS_CALLS_PER_S`` engine calls a second in all, so a poll never asks the
+engine for anything and the engine's load does not follow the poll rate or
+the number of HTTP workers.
 """
 
 from __future__ import annotations
@@ -25,16 +31,21 @@ from typing import IO, Any
 
 from sqlalchemy import text
 
-from pman.backends.base import Backend
+from pman.backends.base import Backend, ChangeStream
 from pman.errors import BackendUnavailable, JobNotFound, PmanError
 from pman.jobs import LABEL_AUID, LABEL_MANAGED
 from pman.models import JobInfo, JobState
 from pman.registry import Registry
+from pman.settings import Settings
 
 log = logging.getLogger(__name__)
 
 #: a record younger than this may have no engine job yet (its POST is in flight)
 SUBMIT_GRACE_S = 30.0
+#: the most logs calls a second the tracker makes for running jobs
+LOGS_CALLS_PER_S = 20.0
+#: while the engine's event stream is open, the tracker still looks this often
+WATCHED_POLL_S = 5.0
 
 
 class LeaderLock:
@@ -147,6 +158,7 @@ class Tracker:
         *,
         logs_tail: int,
         interval: float = 0.5,
+        logs_every: float = 2.0,
         idle_interval: float = 1.0,
         reconcile_every: float = 60.0,
         lock: LeaderLock | None = None,
@@ -155,29 +167,69 @@ class Tracker:
         self.backend = backend
         self.logs_tail = logs_tail
         self.interval = interval
+        self.logs_every = logs_every
         self.idle_interval = idle_interval
         self.reconcile_every = reconcile_every
         self.lock = lock or leader_lock_for(registry)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._logs_thread: threading.Thread | None = None
+        self._watch_thread: threading.Thread | None = None
+        self._stream: ChangeStream | None = None
+        #: the engine's event stream is open: changes wake the cycle
+        self.watching = False
+        #: names of jobs the engine's events were about, since the last cycle
+        self._changed: set[str] = set()
+        self._changed_lock = threading.Lock()
+        self._leading = False
+        #: running jobs (record id -> jid) as of the last cycle
+        self._running: dict[int, str] = {}
+        #: record id -> (when its logs were last fetched, hash of what they were)
+        self._logs_seen: dict[int, tuple[float, int | None]] = {}
         self._needs_reconcile = True
         self._last_reconcile = 0.0
         self.last_report = CycleReport()
 
+    @classmethod
+    def from_settings(cls, registry: Registry, backend: Backend, settings: Settings) -> Tracker:
+        return cls(
+            registry,
+            backend,
+            logs_tail=settings.job_logs_tail,
+            interval=settings.tracker_interval,
+            logs_every=settings.logs_refresh_seconds,
+        )
+
     # ---------------------------------------------------------------- thread
     def start(self) -> None:
+        """Start following the engine (again, after ``stop``: reconciling first)."""
         if self._thread is not None:
             return
+        self._stop.clear()
+        self._needs_reconcile = True
         self._thread = threading.Thread(target=self._run, name="pman-tracker", daemon=True)
         self._thread.start()
+        self._logs_thread = threading.Thread(
+            target=self._run_logs, name="pman-tracker-logs", daemon=True
+        )
+        self._logs_thread.start()
+        self._watch_thread = threading.Thread(
+            target=self._run_watch, name="pman-tracker-events", daemon=True
+        )
+        self._watch_thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        stream = self._stream
+        if stream is not None:
+            stream.close()
+        for thread in (self._thread, self._logs_thread, self._watch_thread):
+            if thread is not None:
+                thread.join(timeout=10)
+        self._thread = self._logs_thread = self._watch_thread = None
+        self._leading = False
         self.lock.release()
 
     def request_reconcile(self) -> None:
@@ -193,7 +245,8 @@ class Tracker:
         while not self._stop.is_set():
             busy = False
             try:
-                if self.lock.try_acquire():
+                self._leading = self.lock.try_acquire()
+                if self._leading:
                     report = self.run_once()
                     busy = report.watched > 0
             except BackendUnavailable as e:
@@ -202,11 +255,53 @@ class Tracker:
                 self._needs_reconcile = True
             except Exception:
                 log.exception("tracker cycle failed")
-            # Unfinished jobs: poll the engine at `interval`. Nothing to watch: only
+            # With the engine's events, a change wakes us; poll only as a safety
+            # net. Without: unfinished jobs are polled every `interval`; with none,
             # look at the registry every idle interval (a submit made by another
             # process cannot wake us) or when a submit here wakes us.
-            self._wake.wait(self.interval if busy else self.idle_interval)
+            if self.watching:
+                pause = WATCHED_POLL_S
+            else:
+                pause = self.interval if busy else self.idle_interval
+            self._wake.wait(pause)
             self._wake.clear()
+
+    def _run_watch(self) -> None:
+        """Follow the engine's event stream while leading; each event wakes the cycle."""
+        while not self._stop.is_set():
+            if not self._leading:
+                self._stop.wait(0.5)
+                continue
+            try:
+                stream = self.backend.watch()
+            except BackendUnavailable:
+                self._stop.wait(1.0)
+                continue
+            if stream is None:
+                return  # the engine has no events: the cycle polls
+            self._stream = stream
+            self.watching = True
+            self._wake.set()  # whatever changed before the stream opened
+            if self._stop.is_set():
+                stream.close()  # stop() ran before the stream was known to it
+            try:
+                for name in stream:
+                    log.debug("tracker: engine event about %r", name)
+                    if name:
+                        with self._changed_lock:
+                            self._changed.add(name)
+                    self._wake.set()
+                    if self._stop.is_set() or not self._leading:
+                        break
+            except Exception:
+                log.exception("tracker: the engine's event stream failed")
+            finally:
+                self.watching = False
+                self._stream = None
+                stream.close()
+            if not self._stop.is_set():
+                log.info("tracker: the engine's event stream ended; polling until it is back")
+            self._stop.wait(1.0)
 
     # ---------------------------------------------------------------- cycle
     def run_once(self) -> CycleReport:
@@ -218,13 +313,20 @@ class Tracker:
             self._reconcile(report)
             self._needs_reconcile = False
             self._last_reconcile = time.monotonic()
+        with self._changed_lock:
+            told, self._changed = self._changed, set()
         records = self.registry.unfinished()
         report.watched = len(records)
+        running: dict[int, str] = {}
         if records:
             live = {info.name: info for info in self.backend.list_active()}
             report.engine_calls += 1
             for record in records:
-                self._follow(record, live.get(record.jid), report)
+                info = live.get(record.jid)
+                self._follow(record, info, report, told=record.jid in told)
+                if info is not None and info.state is JobState.RUNNING:
+                    running[record.id] = record.jid
+        self._running = running
         self.last_report = report
         log.debug(
             "tracker cycle: %d watched, %d updated, %d engine calls, %.3f s",
@@ -235,8 +337,12 @@ class Tracker:
         )
         return report
 
-    def _follow(self, record: Any, live: JobInfo | None, report: CycleReport) -> None:
-        if live is not None and live.state is record.state:
+    def _follow(
+        self, record: Any, live: JobInfo | None, report: CycleReport, told: bool = False
+    ) -> None:
+        # an engine event about the job (``told``) means ask it: its list may
+        # not show the change yet (Docker updates the list after the event)
+        if live is not None and live.state is record.state and not told:
             return
         young = (datetime.now(UTC) - record.submitted_at).total_seconds() < SUBMIT_GRACE_S
         if live is None and record.message == "submitting" and young:
@@ -269,6 +375,51 @@ class Tracker:
             report.engine_calls += 1
         if self.registry.record(record.id, info, logs) or logs is not None:
             report.updated += 1
+
+    # ---------------------------------------------------------------- logs
+    def _run_logs(self) -> None:
+        while not self._stop.is_set():
+            if self._leading:
+                try:
+                    self.refresh_logs()
+                except BackendUnavailable:
+                    pass  # the state cycle reports the outage
+                except Exception:
+                    log.exception("tracker: refreshing running jobs' logs failed")
+            self._stop.wait(0.25)
+
+    def refresh_logs(self) -> int:
+        """Fetch the logs of running jobs whose copy is older than ``logs_every``,
+        oldest first, pacing engine calls to ``LOGS_CALLS_PER_S``; store those
+        that changed. Returns the number of engine calls made."""
+        running = dict(self._running)
+        for job_id in set(self._logs_seen) - set(running):
+            del self._logs_seen[job_id]
+        now = time.monotonic()
+        never = (0.0, None)
+        due = sorted(
+            (self._logs_seen.get(job_id, never)[0], job_id)
+            for job_id in running
+            if now - self._logs_seen.get(job_id, never)[0] >= self.logs_every
+        )
+        calls = 0
+        for _, job_id in due:
+            if self._stop.is_set():
+                break
+            started = time.monotonic()
+            try:
+                logs = self.backend.logs(running[job_id], self.logs_tail)
+            except BackendUnavailable:
+                raise
+            except PmanError:
+                logs = None  # gone meanwhile: the state cycle will say so
+            calls += 1
+            digest = None if logs is None else hash(logs)
+            if digest is not None and digest != self._logs_seen.get(job_id, never)[1]:
+                self.registry.set_running_logs(job_id, logs)  # type: ignore[arg-type]
+            self._logs_seen[job_id] = (time.monotonic(), digest)
+            self._stop.wait(max(0.0, 1.0 / LOGS_CALLS_PER_S - (time.monotonic() - started)))
+        return calls
 
     def _final_logs(self, jid: str) -> str:
         try:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import threading
+import time
 import uuid
-from typing import Any
+from typing import IO, Any
 
 
 def job_body(**overrides: Any) -> dict[str, Any]:
@@ -26,3 +30,43 @@ def job_body(**overrides: Any) -> dict[str, Any]:
     }
     body.update(overrides)
     return body
+
+
+#: what `pman serve` (granian) and gunicorn print once a worker takes requests
+WORKER_READY = (
+    re.compile(r"granian (\d+): Started worker-\d+"),
+    re.compile(r"Booting worker with pid: (\d+)"),
+)
+
+
+def start_server(
+    argv: list[str], env: dict[str, str], workers: int, timeout: float = 30
+) -> tuple[subprocess.Popen[str], str, set[int]]:
+    """Start an HTTP server of pman's (``pman serve`` or gunicorn) bound to port 0:
+    returns the process, its URL and its workers' pids once every worker is ready.
+    Its stderr is read to the end in the background, so it never blocks on a
+    full pipe."""
+    proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    url = ""
+    ready: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while (not url or len(ready) < workers) and time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line and proc.poll() is not None:
+            break
+        if m := re.search(r"Listening at: (http://\S+)", line):
+            url = m.group(1)
+        for pattern in WORKER_READY:
+            if m := pattern.search(line):
+                ready.add(int(m.group(1)))
+    if not url or len(ready) < workers:
+        proc.kill()
+        raise AssertionError(f"{argv[0]} did not start: url={url!r}, workers ready={ready}")
+    threading.Thread(target=_drain, args=(proc.stderr,), daemon=True).start()
+    return proc, url, ready
+
+
+def _drain(stream: IO[str]) -> None:
+    for _ in stream:
+        pass

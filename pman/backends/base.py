@@ -4,11 +4,27 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from collections.abc import Iterator
+from typing import ClassVar, Protocol
 
 from pman.errors import InvalidJobSpec
 from pman.models import JobInfo, JobSpec
 from pman.settings import Settings
+
+
+class ChangeStream(Protocol):
+    """The engine's own notifications that some of pman's jobs changed.
+
+    Iterating blocks until the next notification and yields the name of a
+    job that may have ended or gone (the tracker then asks the engine about
+    it directly, as an engine's list may lag behind its events), or "" for
+    other changes (started, say); iteration ends when the stream breaks.
+    ``close`` may be called from another thread to end it.
+    """
+
+    def __iter__(self) -> Iterator[str]: ...
+
+    def close(self) -> None: ...
 
 
 class Backend(ABC):
@@ -63,6 +79,15 @@ class Backend(ABC):
         """Jobs not finished yet, in one engine call; engines that can filter
         on their side override this so a cycle's cost follows running jobs only."""
         return [info for info in self.list() if not info.state.finished]
+
+    def watch(self) -> ChangeStream | None:
+        """The engine's event stream for pman's jobs, or None if it has none.
+
+        With a stream the tracker looks as soon as something changes and polls
+        only as a safety net; without one it polls every PMAN_TRACKER_INTERVAL.
+        Raises BackendUnavailable when the engine cannot be reached.
+        """
+        return None
 
     @abstractmethod
     def ping(self) -> None:

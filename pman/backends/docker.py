@@ -7,9 +7,11 @@ inspect.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, ClassVar, NoReturn
 
@@ -19,7 +21,7 @@ import requests.exceptions
 from docker.types import DeviceRequest
 from docker.utils import kwargs_from_env, parse_repository_tag
 
-from pman.backends.base import Backend
+from pman.backends.base import Backend, ChangeStream
 from pman.errors import (
     BackendError,
     BackendUnavailable,
@@ -47,7 +49,7 @@ DOCKER_STATES: dict[str, JobState | None] = {
     "paused": JobState.RUNNING,
     "restarting": JobState.RUNNING,
     "stopping": JobState.RUNNING,  # Podman
-    "removing": JobState.CANCELLED,
+    "removing": JobState.UNKNOWN,  # on its way out: the tracker sees how it ends
     "exited": None,
     "stopped": None,  # Podman
     "dead": JobState.SYSTEM_ERROR,
@@ -185,6 +187,34 @@ def job_info_from_inspect(attrs: dict[str, Any], oom_reported: bool = True) -> J
         native_id=attrs.get("Id"),
         labels=labels,
     )
+
+
+class _ContainerEvents:
+    """Docker's /events stream as the names of the containers whose state may
+    have changed."""
+
+    #: events after which a container may have ended or gone (Podman says
+    #: "remove" where Docker says "destroy"), and others that change its state
+    ENDED = frozenset({"die", "oom", "kill", "destroy", "remove"})
+    CHANGED = frozenset({"create", "start"})
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> Iterator[str]:
+        try:
+            for event in self._stream:
+                action = event.get("Action", event.get("status"))
+                if action in self.ENDED:
+                    yield str(event.get("Actor", {}).get("Attributes", {}).get("name", ""))
+                elif action in self.CHANGED:
+                    yield ""
+        except (requests.exceptions.RequestException, OSError, ValueError, AttributeError):
+            return  # the stream broke (or was closed): the caller reconnects
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._stream.close()
 
 
 class DockerBackend(Backend):
@@ -493,6 +523,16 @@ class DockerBackend(Backend):
 
     def list_active(self) -> list[JobInfo]:
         return self._list(list(self.active_status_filter))
+
+    def watch(self) -> ChangeStream:
+        try:
+            # no "event" filter: Podman applies a list of them unlike Docker
+            stream = self.api.events(
+                filters={"type": "container", "label": f"{LABEL_MANAGED}=true"}, decode=True
+            )
+        except Exception as e:
+            self._raise(e, "opening its event stream")
+        return _ContainerEvents(stream)
 
     def ping(self) -> None:
         try:

@@ -1,9 +1,8 @@
-"""The installed `pman serve` command: gunicorn, several workers, real HTTP."""
+"""The installed `pman serve` command: granian, several workers, real HTTP."""
 
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.helpers import job_body
+from tests.helpers import job_body, start_server
 from tests.integration.conftest import PLUGIN_BIN
 
 pytestmark = pytest.mark.local
@@ -32,20 +31,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         "PMAN_DATA_DIR": str(tmp_path / "data"),
     }
     pman = Path(sys.executable).with_name("pman")
-    proc = subprocess.Popen(
-        [str(pman), "serve", "--port", "0", "--workers", "3"],
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    url = None
-    deadline = time.monotonic() + 30
-    while url is None and time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if m := re.search(r"Listening at: (http://\S+)", line):
-            url = m.group(1)
-    assert url, "pman serve did not report its address"
+    proc, url, _ = start_server([str(pman), "serve", "--port", "0", "--workers", "3"], env, 3)
     try:
         yield url, storebase
     finally:

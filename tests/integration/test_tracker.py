@@ -4,7 +4,6 @@ across pman restarts, engine outages and jobs it never submitted."""
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import requests
 
 from pman.jobs import LABEL_AUID, LABEL_FINGERPRINT, LABEL_JID, LABEL_MANAGED
 from pman.models import JobState
-from tests.helpers import job_body
+from tests.helpers import job_body, start_server
 from tests.integration.conftest import PLUGIN_BIN, TEST_IMAGE, Pman, engine_client
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -141,14 +140,18 @@ def test_job_removed_behind_pmans_back_is_marked_vanished(cpman: Pman) -> None:
     body = cpman.body("sleeper", args=["60"], type="fs")
     assert cpman.post(body).status_code == 201
     cpman.wait(body["jid"], until=("started",))
-    # the record must be past its submission grace for "vanished" to be decided
+    # removed while pman was not looking (its tracker stopped): when it looks
+    # again, the job is gone
     assert cpman.engine is not None
+    cpman.service.tracker.stop()
     cpman.engine.remove_container(body["jid"], force=True)
     from pman import tracker as tracker_module
 
+    # the record must be past its submission grace for "vanished" to be decided
     grace = tracker_module.SUBMIT_GRACE_S
     tracker_module.SUBMIT_GRACE_S = 0.0
     try:
+        cpman.service.tracker.start()
         rec = cpman.wait_record(body["jid"], timeout=30)
     finally:
         tracker_module.SUBMIT_GRACE_S = grace
@@ -201,10 +204,19 @@ def _children(pid: int) -> dict[int, str]:
     return kids
 
 
+SERVERS = {
+    # pman serve: granian workers, and the tracker in a process of its own
+    "pman-serve": ["{pman}", "serve", "--port", "0", "--workers", "2"],
+    # upstream's way of running pman: the workers' trackers share the work
+    "gunicorn": ["{gunicorn}", "--bind", "127.0.0.1:0", "--workers", "2", "pman.wsgi:application"],
+}
+
+
 @pytest.mark.local
-def test_two_gunicorn_workers_one_tracker(tmp_path: Path) -> None:
-    """pman serve runs the tracker in a process of its own; the workers stand by
-    and one takes over when it dies."""
+@pytest.mark.parametrize("server", sorted(SERVERS))
+def test_two_workers_one_tracker(tmp_path: Path, server: str) -> None:
+    """One tracker works however many workers there are; when it dies, a
+    standby takes over (under gunicorn, one of the workers)."""
     storebase = tmp_path / "sb"
     (storebase / "key-1" / "incoming").mkdir(parents=True)
     data = tmp_path / "data"
@@ -214,58 +226,51 @@ def test_two_gunicorn_workers_one_tracker(tmp_path: Path) -> None:
         "STOREBASE": str(storebase),
         "PMAN_DATA_DIR": str(data),
     }
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("pman")), "serve", "--port", "0", "--workers", "2"],
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
+    bindir = Path(sys.executable).parent
+    argv = [a.format(pman=bindir / "pman", gunicorn=bindir / "gunicorn") for a in SERVERS[server]]
+    proc, url, workers = start_server(argv, env, 2)
     try:
-        url = None
-        workers: set[int] = set()
-        deadline = time.monotonic() + 30
-        while (url is None or len(workers) < 2) and time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            if m := re.search(r"Listening at: (http://\S+)", line):
-                url = m.group(1)
-            if m := re.search(r"Booting worker with pid: (\d+)", line):
-                workers.add(int(m.group(1)))
-        assert url and len(workers) == 2
         body = job_body(entrypoint=[str(PLUGIN_BIN / "copyplugin")])
         assert requests.post(f"{url}/api/v1/", json=body, timeout=30).status_code == 201
         lock = data / "pman.db.tracker.lock"
         deadline = time.monotonic() + 10
-        while not lock.exists() and time.monotonic() < deadline:
+        while not _flock_holders(lock) and time.monotonic() < deadline:
             time.sleep(0.1)
         holders = _flock_holders(lock)
         trackers = {p for p, cmd in _children(proc.pid).items() if "pman track" in cmd}
-        assert len(trackers) == 1
-        assert holders == trackers, (holders, trackers, workers)
-        for _ in range(100):
-            status = requests.get(f"{url}/api/v1/{body['jid']}/", timeout=30).json()["status"]
-            if status == "finishedSuccessfully":
-                break
-            time.sleep(0.1)
-        assert status == "finishedSuccessfully"
-        # the tracker process goes away: one worker takes over the tracking
+        if server == "pman-serve":
+            assert len(trackers) == 1
+            assert holders == trackers, (holders, trackers, workers)
+        else:
+            assert not trackers
+            assert len(holders) == 1 and holders <= workers, (holders, workers)
+        assert _wait_status(url, body["jid"]) == "finishedSuccessfully"
+        # the tracker goes away: one standby takes over the tracking
         leader = holders.pop()
         os.kill(leader, signal.SIGKILL)
         deadline = time.monotonic() + 20
+        now: set[int] = set()
         while time.monotonic() < deadline:
             now = _flock_holders(lock) - {leader}
             if now:
                 break
             time.sleep(0.2)
-        assert len(now) == 1 and now <= workers, "no single worker took over the tracker lock"
+        assert len(now) == 1, "no single standby took over the tracker lock"
         second = job_body(entrypoint=[str(PLUGIN_BIN / "copyplugin")], output_dir="key-1/out-2")
         assert requests.post(f"{url}/api/v1/", json=second, timeout=30).status_code == 201
-        for _ in range(100):
-            status = requests.get(f"{url}/api/v1/{second['jid']}/", timeout=30).json()["status"]
-            if status == "finishedSuccessfully":
-                break
-            time.sleep(0.1)
-        assert status == "finishedSuccessfully", "the standby tracker did not follow the job"
+        assert _wait_status(url, second["jid"]) == "finishedSuccessfully", (
+            "the standby tracker did not follow the job"
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def _wait_status(url: str, jid: str) -> str:
+    status = ""
+    for _ in range(150):
+        status = requests.get(f"{url}/api/v1/{jid}/", timeout=30).json()["status"]
+        if status.startswith("finished"):
+            break
+        time.sleep(0.1)
+    return status

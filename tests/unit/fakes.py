@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import queue
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from pman.backends.base import Backend
@@ -21,6 +23,8 @@ class FakeBackend(Backend):
         #: raised by every call when set (simulates an engine failure)
         self.fail_with: Exception | None = None
         self.calls: list[str] = []
+        #: set to a FakeEvents to give this engine an event stream
+        self.events: FakeEvents | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FakeBackend:
@@ -72,6 +76,10 @@ class FakeBackend(Backend):
     def ping(self) -> None:
         self._maybe_fail("ping")
 
+    def watch(self) -> FakeEvents | None:
+        self._maybe_fail("watch")
+        return self.events
+
     def set_state(self, name: str, state: JobState, **kw: object) -> None:
         old = self.jobs[name]
         self.jobs[name] = JobInfo(
@@ -85,4 +93,23 @@ class FakeBackend(Backend):
         )
 
 
-__all__ = ["FakeBackend", "PmanError"]
+class FakeEvents:
+    """An event stream the test feeds: ``push(name)``; closing ends it."""
+
+    _END = object()
+
+    def __init__(self) -> None:
+        self._q: queue.Queue[object] = queue.Queue()
+
+    def push(self, name: str) -> None:
+        self._q.put(name)
+
+    def __iter__(self) -> Iterator[str]:
+        while (item := self._q.get()) is not self._END:
+            yield str(item)
+
+    def close(self) -> None:
+        self._q.put(self._END)
+
+
+__all__ = ["FakeBackend", "FakeEvents", "PmanError"]

@@ -229,12 +229,69 @@ def test_polls_do_not_call_the_engine_for_finished_jobs(
     assert fake.calls == []
 
 
-def test_running_job_logs_are_cached_briefly(client: FlaskClient, fake: FakeBackend) -> None:
+def test_running_job_logs_come_from_the_tracker_never_from_a_poll(
+    app: object, client: FlaskClient, fake: FakeBackend, track: Callable[[], object]
+) -> None:
+    tracker = app.extensions["pman"].service.tracker  # type: ignore[attr-defined]
     client.post("/api/v1/", json=job_body(jid="r"))
+    fake.logs_text["r"] = "line 1\n"
+    track()  # the cycle sees it running
+    assert tracker.refresh_logs() == 1
     fake.calls.clear()
     for _ in range(20):
-        client.get("/api/v1/r/")
-    assert fake.calls.count("logs") == 1
+        assert client.get("/api/v1/r/").get_json()["logs"] == "line 1\n"
+    assert fake.calls == [], "a poll asked the engine"
+    assert tracker.refresh_logs() == 0, "refreshed before PMAN_LOGS_REFRESH_SECONDS"
+
+    fake.logs_text["r"] = "line 1\nline 2\n"
+    tracker.logs_every = 0.0
+    assert tracker.refresh_logs() == 1
+    assert client.get("/api/v1/r/").get_json()["logs"] == "line 1\nline 2\n"
+
+
+def test_unchanged_logs_are_not_rewritten_and_final_logs_win(
+    app: object, client: FlaskClient, fake: FakeBackend, track: Callable[[], object]
+) -> None:
+    service = app.extensions["pman"].service  # type: ignore[attr-defined]
+    tracker, registry = service.tracker, service.registry
+    writes: list[str] = []
+    real_write = registry.set_running_logs
+    registry.set_running_logs = lambda job_id, logs: (writes.append(logs), real_write(job_id, logs))
+    client.post("/api/v1/", json=job_body(jid="w"))
+    fake.logs_text["w"] = "working\n"
+    track()
+    tracker.logs_every = 0.0
+    for _ in range(3):
+        tracker.refresh_logs()
+    assert writes == ["working\n"], "logs that did not change were written again"
+
+    fake.logs_text["w"] = "working\ndone\n"
+    fake.set_state("w", JobState.SUCCEEDED, exit_code=0)
+    track()
+    record = registry.active("w")
+    registry.set_running_logs(record.id, "working\n")  # a refresh that raced the end
+    assert client.get("/api/v1/w/").get_json()["logs"] == "working\ndone\n"
+
+
+def test_logs_refreshes_are_paced(
+    app: object,
+    client: FlaskClient,
+    fake: FakeBackend,
+    track: Callable[[], object],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Many running jobs never make a burst of engine calls."""
+    import time
+
+    from pman import tracker as tracker_module
+
+    monkeypatch.setattr(tracker_module, "LOGS_CALLS_PER_S", 50.0)
+    for i in range(6):
+        client.post("/api/v1/", json=job_body(jid=f"j{i}", output_dir=f"key-1/out-{i}"))
+    track()
+    started = time.monotonic()
+    assert app.extensions["pman"].service.tracker.refresh_logs() == 6  # type: ignore[attr-defined]
+    assert time.monotonic() - started >= 5 / 50
 
 
 def test_record_of_a_submission_that_never_reached_the_engine(
@@ -291,30 +348,3 @@ def test_poll_fast_path_answers_exactly_as_the_flask_route(
     missing = client.get("/api/v1/nope/")
     assert missing.status_code == 404 and "nope" in missing.get_json()["message"]
     assert client.get("/api/v1/jobs/").status_code == 200  # reserved paths are not polls
-
-
-def test_stale_live_logs_are_refreshed_without_making_a_poll_wait() -> None:
-    import threading
-
-    from pman.service import LiveLogs
-
-    gate = threading.Event()
-    started: list[str] = []
-
-    def fetch(jid: str) -> str:
-        started.append(jid)
-        if len(started) > 1:  # every fetch after the first blocks until released
-            gate.wait(10)
-        return f"logs #{len(started)}"
-
-    live = LiveLogs(fetch, ttl=0.0)
-    assert live.get("j") == "logs #1"  # the first poll fetches in line
-    # stale now: polls get the copy at hand at once while ONE refresh runs
-    assert [live.get("j") for _ in range(5)] == ["logs #1"] * 5
-    assert len(started) == 2, "one refresh at a time, not one per poll"
-    gate.set()
-    for _ in range(100):
-        if live.get("j") != "logs #1":
-            break
-        threading.Event().wait(0.01)
-    assert live.get("j") != "logs #1", "the background refresh never landed"

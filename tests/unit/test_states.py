@@ -48,7 +48,7 @@ def inspect(status: str, **state: Any) -> dict[str, Any]:
         ("paused", JobState.RUNNING),
         ("restarting", JobState.RUNNING),
         ("dead", JobState.SYSTEM_ERROR),
-        ("removing", JobState.CANCELLED),
+        ("removing", JobState.UNKNOWN),
         ("configured", JobState.QUEUED),
         ("weird-new-state", JobState.UNKNOWN),
     ],
