@@ -86,7 +86,9 @@ def test_docker_exit_codes_and_oom() -> None:
 
 def test_every_docker_state_has_a_mapping_or_a_rule() -> None:
     for status in DOCKER_STATES:
-        assert job_info_from_inspect(inspect(status)).state is not JobState.UNKNOWN
+        state = job_info_from_inspect(inspect(status)).state
+        # a container being removed has not said how it ended: the tracker waits
+        assert (state is JobState.UNKNOWN) == (status == "removing"), status
 
 
 def test_engine_times() -> None:
