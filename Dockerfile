@@ -14,5 +14,5 @@ RUN python3 -m venv /opt/pman/venv && /opt/pman/venv/bin/pip install --no-cache-
 
 EXPOSE 5010
 ENV PMAN_HOST=0.0.0.0 PMAN_PORT=5010
-# `pman serve`: gunicorn workers plus the tracker process
+# `pman serve`: granian workers plus the tracker process
 CMD ["pman", "serve"]

@@ -179,6 +179,11 @@ def job(jid: str, seconds: int = 600) -> dict[str, Any]:
     }
 
 
+def cpu_times() -> list[int]:
+    """The machine's CPU time counters (/proc/stat): user ... steal."""
+    return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+
+
 def run_wrk(
     url: str, jids: list[str], seconds: int, clients: int = CLIENTS
 ) -> dict[str, Any] | None:
@@ -191,6 +196,7 @@ def run_wrk(
             '  return wrk.format("GET", "/api/v1/" .. jids[(i % #jids) + 1] .. "/")\nend\n'
         )
         script = f.name
+    before = cpu_times()
     out = subprocess.run(
         [
             "wrk",
@@ -215,6 +221,9 @@ def run_wrk(
             result[f"p{p}_ms"] = round(float(m.group(1)) * scale, 3)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     result["non_2xx"] = int(errors.group(1)) if errors else 0
+    # time the hypervisor gave our CPUs to other guests: stalls no code can avoid
+    spent = [b - a for a, b in zip(before, cpu_times(), strict=True)]
+    result["cpu_steal_pct"] = round(100 * spent[7] / max(1, sum(spent)), 1)
     return result
 
 
@@ -351,7 +360,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=30)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--records", type=int, default=10_000)
-    ap.add_argument("--workers", type=int, default=2, help="gunicorn workers of pman")
+    ap.add_argument("--workers", type=int, default=2, help="HTTP workers of pman serve")
     ap.add_argument("--repeat", type=int, default=3, help="throughput runs (median reported)")
     ap.add_argument("--threads", type=int, default=4, help="threads per worker")
     args = ap.parse_args()

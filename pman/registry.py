@@ -226,7 +226,7 @@ def decode_cursor(cursor: str) -> int:
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cur = dbapi_connection.cursor()
-    # WAL: readers (every gunicorn worker answering polls) never wait for the
+    # WAL: readers (every HTTP worker answering polls) never wait for the
     # tracker's writes; foreign keys for the cascades.
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")

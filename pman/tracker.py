@@ -1,6 +1,6 @@
 """Keeps the registry in step with the engine, so polls never wait for it.
 
-One tracker leads per registry, however many gunicorn workers there are: each
+One tracker leads per registry, however many HTTP workers there are: each
 worker runs a tracker thread, and only the holder of the registry's leader
 lock works (a file lock next to a SQLite database, an advisory lock in
 PostgreSQL). A cycle asks the engine once for every unfinished job

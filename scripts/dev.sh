@@ -6,6 +6,8 @@
 #   bash scripts/dev.sh test   set up everything the tests need (apt packages,
 #                              dockerd, the Podman service, PostgreSQL, test
 #                              images, pip packages), lint, and run every test
+#   bash scripts/dev.sh bench  the same set-up plus Debian's wrk, then the load
+#                              benchmark (bench/load.py; its arguments follow)
 #
 # Both are idempotent: what is installed or running already is left alone.
 set -euo pipefail
@@ -67,9 +69,20 @@ cmd_test() {
   PMAN_REQUIRE_ENGINES=1 "$VENV/bin/pytest" -p no:cacheprovider "$@"
 }
 
+cmd_bench() {
+  # set-up messages on stderr: stdout is the benchmark's JSON
+  setup_venv >&2
+  bash "$ROOT/scripts/engines-up.sh" >&2
+  bash "$ROOT/scripts/build-test-images.sh" >&2
+  apt_install wrk >&2
+  cd "$ROOT"
+  "$VENV/bin/python" bench/load.py "$@"
+}
+
 case "${1:-}" in
   run) shift; cmd_run "$@" ;;
   test) shift; cmd_test "$@" ;;
+  bench) shift; cmd_bench "$@" ;;
   venv) setup_venv ;;
-  *) echo "usage: $0 run|test [pytest args]|venv" >&2; exit 2 ;;
+  *) echo "usage: $0 run|test [pytest args]|bench [bench args]|venv" >&2; exit 2 ;;
 esac
