@@ -4,8 +4,11 @@ One tracker leads per registry, however many HTTP workers there are: each
 worker runs a tracker thread, and only the holder of the registry's leader
 lock works (a file lock next to a SQLite database, an advisory lock in
 PostgreSQL). A cycle asks the engine once for every unfinished job
-(``Backend.list_active``), then asks about each job whose state changed; a
-finished job's logs are fetched once and kept. Reconciliation (at start, after
+(``Backend.list_active``), then asks about each job whose state changed or
+that the engine's events say ended; a finished job's logs are fetched once
+and kept. Cycles run when the engine's event stream (``Backend.watch``)
+reports a change, with a slow poll as a safety net; on engines without
+events, every ``interval`` seconds. Reconciliation (at start, after
 an engine outage, and every ``reconcile_every`` seconds) lists every job pman
 ever created on the engine, adopts unknown ones and marks vanished ones.
 

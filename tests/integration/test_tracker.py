@@ -36,6 +36,26 @@ def test_tracker_sees_completion_and_failure_without_polls(pman: Pman) -> None:
     assert pman.get(bad["jid"]).json()["logs"] == failed.logs
 
 
+def test_the_engines_events_drive_the_tracker(cpman: Pman, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Docker's and Podman's event streams: with polling slowed to minutes, a
+    job's end is still recorded within seconds."""
+    from pman import tracker as tracker_module
+
+    tracker = cpman.service.tracker
+    monkeypatch.setattr(tracker_module, "WATCHED_POLL_S", 600.0)
+    tracker.interval = tracker.idle_interval = 600.0
+    deadline = time.monotonic() + 30
+    while not tracker.watching and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert tracker.watching, "the tracker never opened the engine's event stream"
+    time.sleep(1.5)  # whatever wait it was in when the intervals changed ends
+    body = cpman.body("sleeper", args=["1"], type="fs")
+    assert cpman.post(body).status_code == 201
+    rec = cpman.wait_record(body["jid"], timeout=20)
+    assert rec.state is JobState.SUCCEEDED
+    assert "sleeper: woke up" in (rec.logs or "")
+
+
 def test_tracker_sees_an_oom_kill_without_polls(cpman: Pman) -> None:
     body = cpman.body("memhog", args=["--size", "256M"], memory_limit=32, type="fs")
     assert cpman.post(body).status_code == 201
