@@ -78,6 +78,20 @@ remove_jobs() {  # pman's job services and containers that this run created
   return 0
 }
 
+show_logs() {  # show_logs LINES: pman's log, from Swarm or else from its task containers here
+  local out id
+  out=$(docker service logs --no-trunc --tail "$1" "$SERVICE" 2>&1)
+  # `docker service logs` prints nothing for running tasks on some engines
+  if [ -n "$out" ]; then
+    printf '%s\n' "$out" >&2
+    return 0
+  fi
+  for id in $(docker ps -aq --filter "label=com.docker.swarm.service.name=$SERVICE"); do
+    log "docker logs of task container $id:"
+    docker logs --tail "$1" "$id" >&2 2>&1
+  done
+}
+
 cleanup() {
   local rc=$? leftovers=0 _
   set +e
@@ -136,8 +150,8 @@ until curl -sf --max-time 5 -o /dev/null "$URL/health"; do
   if [ $((SECONDS - t1)) -ge "$DEPLOY_TIMEOUT" ]; then
     log "ERROR: pman did not answer at $URL/health within ${DEPLOY_TIMEOUT}s"
     docker service ps --no-trunc "$SERVICE" >&2
-    docker service logs --no-trunc --tail 200 "$SERVICE" >&2
-    curl -sS --max-time 5 "$URL/health" >&2
+    show_logs 200
+    curl -sS --max-time 5 "$URL/health" >&2 || true
     exit 1
   fi
   sleep 1
@@ -154,6 +168,6 @@ set -e
 [ "$rc" = 5 ] && log "ERROR: pytest collected no tests"
 if [ "$rc" != 0 ]; then
   log "tests failed (exit $rc); pman's last log lines:"
-  docker service logs --no-trunc --tail 50 "$SERVICE" >&2
+  show_logs 50
 fi
 exit "$rc"
