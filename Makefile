@@ -1,11 +1,15 @@
 # Conveniences over scripts/dev.sh, which works without make on a fresh machine.
-.PHONY: run test venv lint format engines images clean
+.PHONY: run test swarm-test venv lint format engines images clean
 
 run:
 	bash scripts/dev.sh run
 
 test:
 	bash scripts/dev.sh test
+
+# pman deployed as a Swarm stack from docker-compose.yml, tested over HTTP
+swarm-test:
+	bash test_swarm.sh
 
 venv:
 	bash scripts/dev.sh venv
