@@ -1,15 +1,16 @@
-"""Jobs as Docker Swarm services: one replicated job (mode "replicated-job") per pman job.
+"""Jobs as Docker Swarm services: one replicated service per pman job.
 
-Every job, one worker or many, is a replicated job with TotalCompletions =
-MaxConcurrent = number_of_workers and restart condition "none": each worker
-runs exactly once, the swarm never restarts a worker that ended (a plain
-replicated service would be brought back to its replica count by the
-orchestrator whatever it exited with), and one code path serves every job.
+A job of N workers is a service in "replicated" mode with N replicas and
+restart condition "none": each worker runs exactly once, whatever it exits
+with, and nothing brings it back. Docker's own job mode ("replicated-job",
+API 1.41) was tried first and is NOT used: on Docker 20.10 a replicated job
+of two or more tasks re-runs a failed task for ever, ignoring the restart
+policy, and the tasks and containers of a removed job linger
+(moby/moby#42789).
 
-Each worker learns its index 0..N-1 from ``PMAN_WORKER_INDEX`` and the number
-of workers from ``PMAN_NUMBER_OF_WORKERS``. For replicated jobs the swarm
-numbers task slots 0..N-1 and renders slot 0 of ``{{.Task.Slot}}`` as the
-node's id (as for global services), so the template compares the two.
+Each worker learns its index from ``PMAN_WORKER_INDEX``, the task's slot
+``{{.Task.Slot}}``: 1..N, one per worker (replicated services number their
+slots from 1), and the number of workers from ``PMAN_NUMBER_OF_WORKERS``.
 """
 
 from __future__ import annotations
@@ -82,9 +83,8 @@ TASK_STATES: dict[str, JobState] = {
 _SERVICE_NAME_LABEL = "com.docker.swarm.service.name"
 _SERVICE_ID_LABEL = "com.docker.swarm.service.id"
 _MIB = 1024 * 1024
-#: a 0-based worker index from the task slot: replicated jobs number slots
-#: 0..N-1 and the swarm renders slot 0 as the node id (verified on Docker 20.10)
-WORKER_INDEX_TEMPLATE = "{{if eq .Task.Slot .Node.ID}}0{{else}}{{.Task.Slot}}{{end}}"
+#: a worker's index 1..N: the slot of its task, which the swarm expands in env values
+WORKER_INDEX_TEMPLATE = "{{.Task.Slot}}"
 
 
 def escape_template(text: str) -> str:
@@ -258,6 +258,8 @@ def _ended_outcome(
 
 def _workers_of(service: dict[str, Any]) -> int:
     mode = (service.get("Spec") or {}).get("Mode") or {}
+    if "Replicated" in mode:
+        return int(mode["Replicated"].get("Replicas") or 1)
     job = mode.get("ReplicatedJob") or {}
     return int(job.get("TotalCompletions") or 1)
 
@@ -470,7 +472,7 @@ class SwarmBackend(DockerBackend):
                 template,
                 name=spec.name,
                 labels=spec.labels,
-                mode=ServiceMode("replicated-job", replicas=n, concurrency=n),
+                mode=ServiceMode("replicated", replicas=n),
             )
         except docker.errors.APIError as e:
             if e.status_code == 409:
@@ -510,8 +512,9 @@ class SwarmBackend(DockerBackend):
         return service
 
     def _tasks(self, service_ids: list[str]) -> list[dict[str, Any]]:
-        # by service id: tasks of removed replicated jobs linger in the swarm
-        # (moby/moby#42789), a label filter would list them forever
+        # by service id: a task's "label" filter matches its service's labels,
+        # but it also lists tasks of removed job-mode services that linger in
+        # the swarm (moby/moby#42789)
         if not service_ids:
             return []
         try:
@@ -589,8 +592,9 @@ class SwarmBackend(DockerBackend):
             pass
         except Exception as e:
             self._raise(e, f"removing service {name!r}")
-        # the swarm leaves the containers of a replicated job's ended tasks
-        # behind (moby/moby#42789): remove those on this node ourselves
+        # the swarm removes the containers of a service's tasks, but not at
+        # once, and leaves those of ended job-mode tasks (moby/moby#42789):
+        # remove those on this node now, so that a deleted job leaves nothing
         try:
             found = self.api.containers(
                 all=True, filters={"label": f"{_SERVICE_ID_LABEL}={service_id}"}

@@ -57,7 +57,7 @@ def test_lifecycle_limits_in_spec_and_delete(make_pman: Callable[..., Pman]) -> 
     assert res["Limits"] == {"NanoCPUs": 500_000_000, "MemoryBytes": 64 * _MIB}
     assert res["Reservations"] == {"NanoCPUs": 500_000_000, "MemoryBytes": 64 * _MIB}
     assert template["RestartPolicy"]["Condition"] == "none"
-    assert spec["Mode"] == {"ReplicatedJob": {"MaxConcurrent": 1, "TotalCompletions": 1}}
+    assert spec["Mode"] == {"Replicated": {"Replicas": 1}}
     # pman's labels on the service and on its containers (the tracker adopts by them)
     for labels in (spec["Labels"], template["ContainerSpec"]["Labels"]):
         assert labels["org.chrisproject.pman"] == "true"
@@ -158,11 +158,27 @@ def test_two_workers_each_know_their_index(make_pman: Callable[..., Pman]) -> No
     data = p.wait(body["jid"])
     assert data["status"] == "finishedSuccessfully", data
     out = p.out(body)
-    assert sorted(f.name for f in out.iterdir()) == ["worker-0", "worker-1"]
-    assert "worker 0 of 2" in data["logs"] and "worker 1 of 2" in data["logs"]
+    assert sorted(f.name for f in out.iterdir()) == ["worker-1", "worker-2"]
+    assert "worker 1 of 2" in data["logs"] and "worker 2 of 2" in data["logs"]
     svc = service(p, body["jid"])
     assert svc is not None
-    assert svc["Spec"]["Mode"]["ReplicatedJob"] == {"MaxConcurrent": 2, "TotalCompletions": 2}
+    assert svc["Spec"]["Mode"] == {"Replicated": {"Replicas": 2}}
+
+
+def test_a_failed_worker_fails_the_job_and_is_not_rerun(make_pman: Callable[..., Pman]) -> None:
+    p = make_pman("swarm")
+    # worker 2 fails, worker 1 succeeds a little later
+    script = '[ "$PMAN_WORKER_INDEX" = 2 ] && exit 5; sleep 1; echo "worker $PMAN_WORKER_INDEX ran"'
+    body = p.body(entrypoint=["sh", "-c", script, "sh"], args=[], number_of_workers=2)
+    assert p.post(body).status_code == 201
+    data = p.wait(body["jid"])
+    assert data["status"] == "finishedWithError", data
+    assert "worker 2" in data["message"] and "5" in data["message"], data
+    assert "worker 1 ran" in data["logs"]
+    time.sleep(3)  # the swarm must not run the failed worker again
+    assert p.engine is not None
+    tasks = p.engine.tasks(filters={"service": body["jid"]})
+    assert len(tasks) == 2, tasks
 
 
 def test_bad_names_and_gpus_are_refused(make_pman: Callable[..., Pman]) -> None:
