@@ -20,7 +20,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
@@ -552,13 +552,11 @@ class SwarmBackend(DockerBackend):
             limits = (service["Spec"]["TaskTemplate"].get("Resources") or {}).get("Limits") or {}
             mib = int(limits.get("MemoryBytes") or 0) // _MIB
             who = info.message.split(": ", 1)[0] + ": " if info.message.startswith("worker") else ""
-            info = JobInfo(
-                **{
-                    **info.__dict__,
-                    "reason": "oom_killed",
-                    "message": f"{who}killed: out of memory (memory_limit {mib} MiB), "
-                    f"exit code {info.exit_code}",
-                }
+            info = replace(
+                info,
+                reason="oom_killed",
+                message=f"{who}killed: out of memory (memory_limit {mib} MiB), "
+                f"exit code {info.exit_code}",
             )
         return info
 

@@ -7,7 +7,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import pytest
+import requests
 
 from pman.backends import load_backend
 from pman.backends.swarm import (
@@ -19,7 +21,7 @@ from pman.backends.swarm import (
     job_state,
     nfs_mount,
 )
-from pman.errors import ConfigError, InvalidJobSpec, UnsupportedOption
+from pman.errors import BackendUnavailable, ConfigError, InvalidJobSpec, UnsupportedOption
 from pman.models import JobSpec, JobState, Mounts, Resources
 from pman.settings import load_settings
 
@@ -303,3 +305,35 @@ def test_settings_for_swarm(tmp_path: Path) -> None:
             {"CONTAINER_ENV": "swarm", "STOREBASE": "/x", "PMAN_SWARM_PENDING_TIMEOUT": "0"}
         )
     assert "PMAN_SWARM_PENDING_TIMEOUT" in e.value.fields
+
+
+class PingAPI:
+    def __init__(self, swarm: dict[str, Any]) -> None:
+        self.swarm = swarm
+
+    def ping(self) -> bool:
+        return True
+
+    def info(self) -> dict[str, Any]:
+        return {"Swarm": self.swarm}
+
+
+def test_ping_refuses_a_node_that_is_not_a_swarm_manager(tmp_path: Path) -> None:
+    backend(tmp_path, PingAPI({"LocalNodeState": "active", "ControlAvailable": True})).ping()
+    for swarm in (
+        {"LocalNodeState": "inactive", "ControlAvailable": False},
+        {"LocalNodeState": "active", "ControlAvailable": False},  # a worker node
+    ):
+        with pytest.raises(BackendUnavailable) as e:
+            backend(tmp_path, PingAPI(swarm)).ping()
+        assert "not a swarm manager" in e.value.message and "docker swarm init" in e.value.message
+
+
+def test_engine_saying_not_a_manager_is_unavailable(tmp_path: Path) -> None:
+    response = requests.Response()
+    response.status_code = 503
+    e = docker.errors.APIError(
+        "503", response=response, explanation="This node is not a swarm manager. Use ..."
+    )
+    with pytest.raises(BackendUnavailable, match="not a swarm manager"):
+        backend(tmp_path)._raise(e, "creating service 'x'")
