@@ -20,6 +20,12 @@ pytestmark = pytest.mark.swarm
 _MIB = 1024 * 1024
 
 
+def small(p: Pman, plugin: str = "copyplugin", **overrides: Any) -> dict[str, Any]:
+    """A job body reserving a tenth of a CPU: the test node has two CPUs, other
+    tests share it, and the swarm reserves what a job asks for."""
+    return p.body(plugin, **{"cpu_limit": 100, **overrides})
+
+
 def service(p: Pman, jid: str) -> dict[str, Any] | None:
     assert p.engine is not None
     try:
@@ -37,7 +43,7 @@ def containers_of(p: Pman, service_id: str) -> list[dict[str, Any]]:
 
 def test_lifecycle_limits_in_spec_and_delete(make_pman: Callable[..., Pman]) -> None:
     p = make_pman("swarm", JOB_LABELS="team=pman-tests", SHM_SIZE="64")
-    body = p.body(args=["--prefix", "out-"], memory_limit=64, cpu_limit=500)
+    body = small(p, args=["--prefix", "out-"], memory_limit=64, cpu_limit=500)
     resp = p.post(body)
     assert resp.status_code == 201, resp.text
     jid = body["jid"]
@@ -80,7 +86,7 @@ def test_lifecycle_limits_in_spec_and_delete(make_pman: Callable[..., Pman]) -> 
 
 def test_memory_limit_enforced_and_reported_as_oom(make_pman: Callable[..., Pman]) -> None:
     p = make_pman("swarm")
-    body = p.body("memhog", args=["--size", "256M"], memory_limit=32)
+    body = small(p, "memhog", args=["--size", "256M"], memory_limit=32)
     assert p.post(body).status_code == 201
     data = p.wait(body["jid"])
     assert data["status"] == "finishedWithError", data
@@ -90,7 +96,7 @@ def test_memory_limit_enforced_and_reported_as_oom(make_pman: Callable[..., Pman
 
 def test_container_user_applied(make_pman: Callable[..., Pman]) -> None:
     p = make_pman("swarm", CONTAINER_USER="1000:1000")
-    body = p.body("sh", entrypoint=["sh", "-c", "id", "sh"], args=[])
+    body = small(p, "sh", entrypoint=["sh", "-c", "id", "sh"], args=[])
     body["type"] = "fs"
     p.post(body).raise_for_status()
     data = p.wait(body["jid"])
@@ -102,7 +108,7 @@ def test_container_user_applied(make_pman: Callable[..., Pman]) -> None:
 
 def test_missing_image_is_reported_with_the_swarm_message(make_pman: Callable[..., Pman]) -> None:
     p = make_pman("swarm")
-    body = p.body(image="localhost/pman-no-such-image:latest")
+    body = small(p, image="localhost/pman-no-such-image:latest")
     assert p.post(body).status_code == 201
     started = time.monotonic()
     data = p.wait(body["jid"], timeout=30)
@@ -117,7 +123,7 @@ def test_unschedulable_job_ends_after_the_pending_timeout(
 ) -> None:
     p = make_pman("swarm", PMAN_SWARM_PENDING_TIMEOUT="3")
     # no node has a petabyte of memory: the task stays pending
-    body = p.body(memory_limit=1024 * 1024 * 1024)
+    body = small(p, memory_limit=1024 * 1024 * 1024)
     assert p.post(body).status_code == 201
     # the tracker alone (no poll) finds it; its safety-net poll runs every 5 s
     rec = p.wait_record(body["jid"], timeout=30)
@@ -129,8 +135,8 @@ def test_unschedulable_job_ends_after_the_pending_timeout(
 
 def test_failing_job_and_tracker_sees_the_end(make_pman: Callable[..., Pman]) -> None:
     p = make_pman("swarm")
-    ok = p.body(args=["--sleep", "1"])
-    bad = p.body("failplugin")
+    ok = small(p, args=["--sleep", "1"])
+    bad = small(p, "failplugin")
     for b in (ok, bad):
         assert p.post(b).status_code == 201
     # no GET: the tracker alone follows the swarm
@@ -152,7 +158,7 @@ def test_two_workers_each_know_their_index(make_pman: Callable[..., Pman]) -> No
         'echo "worker $PMAN_WORKER_INDEX of $PMAN_NUMBER_OF_WORKERS"; '
         'echo "$PMAN_WORKER_INDEX" > "$2/worker-$PMAN_WORKER_INDEX"'
     )
-    body = p.body(entrypoint=["sh", "-c", script, "sh"], args=[], number_of_workers=2)
+    body = small(p, entrypoint=["sh", "-c", script, "sh"], args=[], number_of_workers=2)
     resp = p.post(body)
     assert resp.status_code == 201, resp.text
     data = p.wait(body["jid"])
@@ -169,7 +175,7 @@ def test_a_failed_worker_fails_the_job_and_is_not_rerun(make_pman: Callable[...,
     p = make_pman("swarm")
     # worker 2 fails, worker 1 succeeds a little later
     script = '[ "$PMAN_WORKER_INDEX" = 2 ] && exit 5; sleep 1; echo "worker $PMAN_WORKER_INDEX ran"'
-    body = p.body(entrypoint=["sh", "-c", script, "sh"], args=[], number_of_workers=2)
+    body = small(p, entrypoint=["sh", "-c", script, "sh"], args=[], number_of_workers=2)
     assert p.post(body).status_code == 201
     data = p.wait(body["jid"])
     assert data["status"] == "finishedWithError", data
@@ -183,9 +189,9 @@ def test_a_failed_worker_fails_the_job_and_is_not_rerun(make_pman: Callable[...,
 
 def test_bad_names_and_gpus_are_refused(make_pman: Callable[..., Pman]) -> None:
     p = make_pman("swarm")
-    resp = p.post(p.body(jid="has.a.dot"))
+    resp = p.post(small(p, jid="has.a.dot"))
     assert resp.status_code == 400 and "jid" in resp.text
     # this node advertises no GPUs as generic resources
-    resp = p.post(p.body(gpu_limit=1))
+    resp = p.post(small(p, gpu_limit=1))
     assert resp.status_code == 400, resp.text
     assert "gpu_limit" in resp.text
