@@ -25,6 +25,7 @@ STORAGE_TYPES = ("host", "nfs", "docker_local_volume", "kubernetes_pvc")
 DEFAULT_DOCKER_HOSTS = {
     "docker": "unix:///var/run/docker.sock",
     "podman": "unix:///run/podman/podman.sock",
+    "swarm": "unix:///var/run/docker.sock",
 }
 
 
@@ -152,6 +153,9 @@ class Settings:
     tracker_interval: float = 0.5
     #: how often (seconds) the tracker refreshes the stored logs of each running job
     logs_refresh_seconds: float = 2.0
+    #: seconds a swarm task may wait for a node (e.g. "insufficient resources")
+    #: before its job is reported as an error
+    swarm_pending_timeout: float = 60.0
 
     def docker_environment(self) -> dict[str, str]:
         """The DOCKER_* variables the docker SDK's ``from_env`` understands."""
@@ -247,6 +251,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         tracker_enabled=env.bool("PMAN_TRACKER", True),
         tracker_interval=env.float("PMAN_TRACKER_INTERVAL", 0.5, validate=Range(min=0.01)),
         logs_refresh_seconds=env.float("PMAN_LOGS_REFRESH_SECONDS", 2.0, validate=Range(min=0.1)),
+        swarm_pending_timeout=env.float(
+            "PMAN_SWARM_PENDING_TIMEOUT", 60.0, validate=Range(min=1.0)
+        ),
     )
     values["job_labels"] = custom("JOB_LABELS", parse_labels, {})
     values["node_selector"] = custom("NODE_SELECTOR", parse_labels, {})
@@ -266,8 +273,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         errors["NFS_SERVER"] = "required when STORAGE_TYPE=nfs"
     if storage == "kubernetes_pvc" and not values["volume_name"]:
         errors["VOLUME_NAME"] = "required when STORAGE_TYPE=kubernetes_pvc"
-    if storage == "docker_local_volume" and values["container_env"] not in ("docker", "podman"):
-        errors["STORAGE_TYPE"] = "docker_local_volume needs CONTAINER_ENV docker or podman"
+    if storage == "docker_local_volume" and values["container_env"] not in (
+        "docker",
+        "podman",
+        "swarm",
+    ):
+        errors["STORAGE_TYPE"] = "docker_local_volume needs CONTAINER_ENV docker, podman or swarm"
     if values["container_env"] == "local" and storage != "host":
         errors["STORAGE_TYPE"] = "the local backend only supports STORAGE_TYPE=host"
 

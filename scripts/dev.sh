@@ -57,6 +57,7 @@ cmd_run() {
 cmd_test() {
   setup_venv
   bash "$ROOT/scripts/engines-up.sh"
+  bash "$ROOT/scripts/swarm-up.sh"
   bash "$ROOT/scripts/build-test-images.sh"
   PMAN_TEST_DATABASE_URL=$(bash "$ROOT/scripts/postgres-up.sh")
   export PMAN_TEST_DATABASE_URL
@@ -73,6 +74,7 @@ cmd_bench() {
   # set-up messages on stderr: stdout is the benchmark's JSON
   setup_venv >&2
   bash "$ROOT/scripts/engines-up.sh" >&2
+  bash "$ROOT/scripts/swarm-up.sh" >&2
   bash "$ROOT/scripts/build-test-images.sh" >&2
   apt_install wrk >&2
   cd "$ROOT"

@@ -16,6 +16,7 @@ REGISTRY: dict[str, str] = {
     "local": "pman.backends.local:LocalBackend",
     "docker": "pman.backends.docker:DockerBackend",
     "podman": "pman.backends.docker:PodmanBackend",
+    "swarm": "pman.backends.swarm:SwarmBackend",
 }
 
 

@@ -36,6 +36,8 @@ SOCKETS = {
     "docker": os.environ.get("PMAN_TEST_DOCKER_HOST", "unix:///var/run/docker.sock"),
     "podman": os.environ.get("PMAN_TEST_PODMAN_HOST", "unix:///run/podman/podman.sock"),
 }
+# the swarm backend talks to the same Docker engine, which must be a swarm manager
+SOCKETS["swarm"] = SOCKETS["docker"]
 TEST_IMAGE = os.environ.get("PMAN_TEST_IMAGE", "localhost/pman-test-plugin:latest")
 PLUGIN_BIN = Path(__file__).resolve().parents[1] / "images" / "plugin" / "bin"
 FINISHED = ("finishedSuccessfully", "finishedWithError")
@@ -64,6 +66,13 @@ def engine_client(name: str) -> docker.APIClient:
         api.inspect_image(TEST_IMAGE)
     except docker.errors.NotFound:
         engine_missing(f"{name} lacks {TEST_IMAGE}; run scripts/build-test-images.sh")
+    if name == "swarm":
+        swarm = api.info().get("Swarm") or {}
+        if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
+            engine_missing(
+                f"the Docker engine at {url} is not a swarm manager "
+                f"(Swarm.LocalNodeState={swarm.get('LocalNodeState')!r}); run scripts/swarm-up.sh"
+            )
     _engine_checked[name] = api
     return api
 
