@@ -20,7 +20,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")" && pwd)
 cd "$ROOT"
 # the backend under test; `swarm` once pman/backends/swarm.py lands
-export PMAN_CONTAINER_ENV=${PMAN_CONTAINER_ENV:-docker}
+export PMAN_CONTAINER_ENV=${PMAN_CONTAINER_ENV:-swarm}
 VENV=${PMAN_VENV:-$ROOT/.venv}
 DEPLOY_TIMEOUT=${PMAN_DEPLOY_TIMEOUT:-180}
 STACK=pman-test-$(date +%s)-$$
