@@ -4,8 +4,10 @@
 #   bash scripts/dev.sh run    set up a virtualenv and serve pman on 127.0.0.1:5010
 #                              with the local backend and STOREBASE=./storebase
 #   bash scripts/dev.sh test   set up everything the tests need (apt packages,
-#                              dockerd, the Podman service, PostgreSQL, test
-#                              images, pip packages), lint, and run every test
+#                              dockerd as a one-node swarm, the Podman service,
+#                              PostgreSQL, test images, pip packages), lint, run
+#                              every test, then test_swarm.sh (pman deployed as
+#                              a Swarm stack, tested over HTTP)
 #   bash scripts/dev.sh bench  the same set-up plus Debian's wrk, then the load
 #                              benchmark (bench/load.py; its arguments follow)
 #
@@ -67,7 +69,12 @@ cmd_test() {
   "$VENV/bin/ruff" format --check .
   log "tests: pytest (engines required: a missing engine fails the run)"
   # pytest's exit code 5 (no tests collected) is a failure here like any other
-  PMAN_REQUIRE_ENGINES=1 "$VENV/bin/pytest" -p no:cacheprovider "$@"
+  local tests=0 stack=0
+  PMAN_REQUIRE_ENGINES=1 "$VENV/bin/pytest" -p no:cacheprovider "$@" || tests=$?
+  log "deployment test: pman as a Swarm stack (test_swarm.sh)"
+  bash "$ROOT/test_swarm.sh" || stack=$?
+  log "pytest: exit $tests; test_swarm.sh: exit $stack"
+  [ "$tests" = 0 ] && [ "$stack" = 0 ]
 }
 
 cmd_bench() {
