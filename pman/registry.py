@@ -12,6 +12,7 @@ import base64
 import functools
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -332,13 +333,19 @@ class Registry:
     def is_sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
 
-    def create_schema(self) -> None:
-        try:
-            self._create_schema()
-        except SQLAlchemyError as e:
-            # two workers creating the schema at once: the loser finds it made
-            log.debug("schema creation raced: %s", e)
-            self._create_schema()
+    def create_schema(self, attempts: int = 8) -> None:
+        """Create what is missing. Workers starting together race for it: the
+        loser finds a table made meanwhile, or a new SQLite file locked while
+        another process turns on WAL; it tries again, a little later each time."""
+        for attempt in range(1, attempts + 1):
+            try:
+                self._create_schema()
+                return
+            except SQLAlchemyError as e:
+                if attempt == attempts:
+                    raise
+                log.debug("schema creation raced (attempt %d): %s", attempt, e)
+                time.sleep(0.05 * attempt)
 
     def _create_schema(self) -> None:
         metadata.create_all(self.engine)
