@@ -189,24 +189,31 @@ def job_info_from_inspect(attrs: dict[str, Any], oom_reported: bool = True) -> J
     )
 
 
-class _ContainerEvents:
-    """Docker's /events stream as the names of the containers whose state may
-    have changed."""
+class ContainerEvents:
+    """Docker's /events stream as the names of the jobs whose state may have
+    changed."""
 
     #: events after which a container may have ended or gone (Podman says
     #: "remove" where Docker says "destroy"), and others that change its state
-    ENDED = frozenset({"die", "oom", "kill", "destroy", "remove"})
-    CHANGED = frozenset({"create", "start"})
+    ENDED: ClassVar[frozenset[str]] = frozenset({"die", "oom", "kill", "destroy", "remove"})
+    CHANGED: ClassVar[frozenset[str]] = frozenset({"create", "start"})
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream
 
+    def job_of(self, event: dict[str, Any]) -> str | None:
+        """The name of the job an event is about, None for events to ignore."""
+        return str(event.get("Actor", {}).get("Attributes", {}).get("name", ""))
+
     def __iter__(self) -> Iterator[str]:
         try:
             for event in self._stream:
+                name = self.job_of(event)
+                if name is None:
+                    continue
                 action = event.get("Action", event.get("status"))
                 if action in self.ENDED:
-                    yield str(event.get("Actor", {}).get("Attributes", {}).get("name", ""))
+                    yield name
                 elif action in self.CHANGED:
                     yield ""
         except (requests.exceptions.RequestException, OSError, ValueError, AttributeError):
@@ -482,13 +489,18 @@ class DockerBackend(Backend):
         return job_info_from_inspect(self._inspect_owned(name), self.oom_reported)
 
     def logs(self, name: str, tail: int) -> str:
+        return self._read_logs("containers", name, tail)
+
+    def _read_logs(self, kind: str, name: str, tail: int) -> str:
+        """The last ``tail`` lines of a container's or a service's output.
+
+        One request: the SDK's own call inspects first, to learn whether there
+        is a TTY, and pman never gives one."""
         if tail <= 0:
             return ""
-        # The SDK's logs() inspects the container first (to learn if it has a
-        # TTY); pman never gives one, so one request does, halving the cost.
         try:
             res = self.api._get(
-                self.api._url("/containers/{0}/logs", name),
+                self.api._url(f"/{kind}/{{0}}/logs", name),
                 params={"stdout": 1, "stderr": 1, "tail": tail, "timestamps": 0},
             )
             self.api._raise_for_status(res)
@@ -532,7 +544,7 @@ class DockerBackend(Backend):
             )
         except Exception as e:
             self._raise(e, "opening its event stream")
-        return _ContainerEvents(stream)
+        return ContainerEvents(stream)
 
     def ping(self) -> None:
         try:

@@ -15,18 +15,16 @@ slots from 1), and the number of workers from ``PMAN_NUMBER_OF_WORKERS``.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import docker
 import docker.errors
-import requests.exceptions
 from docker.types import (
     ContainerSpec,
     DriverConfig,
@@ -38,7 +36,7 @@ from docker.types import (
 )
 
 from pman.backends.base import ChangeStream
-from pman.backends.docker import DockerBackend, demultiplex, parse_engine_time
+from pman.backends.docker import ContainerEvents, DockerBackend, parse_engine_time
 from pman.errors import (
     BackendUnavailable,
     JobExists,
@@ -326,7 +324,7 @@ def job_info(
     )
 
 
-class _SwarmEvents:
+class _SwarmEvents(ContainerEvents):
     """Docker's /events stream as names of pman's jobs that may have ended.
 
     Containers carry pman's labels and their service's name; service events
@@ -335,33 +333,15 @@ class _SwarmEvents:
     have no events: the tracker's safety-net poll finds those.
     """
 
-    ENDED = frozenset({"die", "oom", "kill", "destroy", "remove"})
     CHANGED = frozenset({"create", "start", "update"})
 
-    def __init__(self, stream: Any) -> None:
-        self._stream = stream
-
-    def __iter__(self) -> Iterator[str]:
-        try:
-            for event in self._stream:
-                action = event.get("Action", event.get("status"))
-                attributes = event.get("Actor", {}).get("Attributes", {})
-                if event.get("Type") == "container":
-                    if attributes.get(LABEL_MANAGED) != "true":
-                        continue
-                    name = str(attributes.get(_SERVICE_NAME_LABEL, ""))
-                else:
-                    name = str(attributes.get("name", ""))
-                if action in self.ENDED:
-                    yield name
-                elif action in self.CHANGED:
-                    yield ""
-        except (requests.exceptions.RequestException, OSError, ValueError, AttributeError):
-            return  # the stream broke (or was closed): the caller reconnects
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._stream.close()
+    def job_of(self, event: dict[str, Any]) -> str | None:
+        attributes = event.get("Actor", {}).get("Attributes", {})
+        if event.get("Type") == "container":
+            if attributes.get(LABEL_MANAGED) != "true":
+                return None
+            return str(attributes.get(_SERVICE_NAME_LABEL, ""))
+        return str(attributes.get("name", ""))
 
 
 class SwarmBackend(DockerBackend):
@@ -561,23 +541,10 @@ class SwarmBackend(DockerBackend):
         return info
 
     def logs(self, name: str, tail: int) -> str:
-        if tail <= 0:
-            return ""
-        # one request (the SDK's service_logs inspects the service first for a TTY)
-        try:
-            res = self.api._get(
-                self.api._url("/services/{0}/logs", name),
-                params={"stdout": 1, "stderr": 1, "tail": tail, "timestamps": 0},
-            )
-            self.api._raise_for_status(res)
-        except docker.errors.NotFound as e:
-            raise JobNotFound(f"no job named {name!r} on the {self.engine}") from e
-        except Exception as e:
-            self._raise(e, f"reading the logs of {name!r}")
-        text = demultiplex(res.content).decode("utf-8", errors="replace").replace("\r", "")
-        # the tail applies per worker: keep the job's last ``tail`` lines
-        lines = text.splitlines(keepends=True)
-        return "".join(lines[-tail:])
+        # a TTY's CRs never reach pman's callers
+        text = self._read_logs("services", name, tail).replace("\r", "")
+        # the engine's tail applies per worker: keep the job's last ``tail`` lines
+        return "".join(text.splitlines(keepends=True)[-tail:]) if tail > 0 else ""
 
     def delete(self, name: str) -> None:
         try:
