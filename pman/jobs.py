@@ -15,6 +15,8 @@ LABEL_FINGERPRINT = "org.chrisproject.pman.fingerprint"
 LABEL_AUID = "org.chrisproject.pman.auid"
 LABEL_TYPE = "org.chrisproject.pman.type"
 LABEL_IMAGE = "org.chrisproject.pman.image"
+#: which pman made it (PMAN_INSTANCE), when several share an engine
+LABEL_INSTANCE = "org.chrisproject.pman.instance"
 
 
 def localize_path_args(args: Sequence[str], path_flags: Collection[str]) -> list[str]:
@@ -65,6 +67,7 @@ def build_spec(request: JobRequest, settings: Settings, storage: Storage) -> Job
         LABEL_AUID: request.auid,
         LABEL_TYPE: request.type,
         LABEL_IMAGE: request.image,
+        LABEL_INSTANCE: settings.instance,
     }
     return JobSpec(
         name=request.jid,

@@ -7,6 +7,7 @@ Names follow upstream pman (see README for the full table).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import re
@@ -147,6 +148,9 @@ class Settings:
     server_version: str = ""
     #: SQLAlchemy URL of the job registry; default a SQLite file in data_dir
     database_url: str = ""
+    #: names this pman's jobs on an engine other pmans may share: its tracker
+    #: adopts only jobs of its own instance (or of none); default from database_url
+    instance: str = ""
     #: run the tracker that follows the engine (off only for tests that drive it)
     tracker_enabled: bool = True
     #: seconds between tracker cycles while jobs are unfinished
@@ -248,6 +252,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         data_dir=env.path("PMAN_DATA_DIR", _default_data_dir(environ)),
         engine_timeout=env.float("PMAN_ENGINE_TIMEOUT", 30.0, validate=Range(min=0.1)),
         database_url=env.str("PMAN_DATABASE_URL", ""),
+        instance=env.str("PMAN_INSTANCE", ""),
         tracker_enabled=env.bool("PMAN_TRACKER", True),
         tracker_interval=env.float("PMAN_TRACKER_INTERVAL", 0.5, validate=Range(min=0.01)),
         logs_refresh_seconds=env.float("PMAN_LOGS_REFRESH_SECONDS", 2.0, validate=Range(min=0.1)),
@@ -290,4 +295,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     values["data_dir"] = Path(os.path.abspath(values["data_dir"]))
     if not values["database_url"]:
         values["database_url"] = f"sqlite:///{values['data_dir'] / 'pman.db'}"
+    if not values["instance"]:
+        # one registry, one instance: stable across restarts, apart across pmans
+        values["instance"] = hashlib.sha256(values["database_url"].encode()).hexdigest()[:12]
     return Settings(server_version=__version__, **values)

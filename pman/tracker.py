@@ -36,7 +36,7 @@ from sqlalchemy import text
 
 from pman.backends.base import Backend, ChangeStream
 from pman.errors import BackendUnavailable, JobNotFound, PmanError
-from pman.jobs import LABEL_AUID, LABEL_MANAGED
+from pman.jobs import LABEL_AUID, LABEL_INSTANCE, LABEL_MANAGED
 from pman.models import JobInfo, JobState
 from pman.registry import Registry
 from pman.settings import Settings
@@ -165,6 +165,7 @@ class Tracker:
         idle_interval: float = 1.0,
         reconcile_every: float = 60.0,
         lock: LeaderLock | None = None,
+        instance: str = "",
     ) -> None:
         self.registry = registry
         self.backend = backend
@@ -174,6 +175,8 @@ class Tracker:
         self.idle_interval = idle_interval
         self.reconcile_every = reconcile_every
         self.lock = lock or leader_lock_for(registry)
+        #: this pman's PMAN_INSTANCE: jobs another pman made are not adopted
+        self.instance = instance
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -202,6 +205,7 @@ class Tracker:
             logs_tail=settings.job_logs_tail,
             interval=settings.tracker_interval,
             logs_every=settings.logs_refresh_seconds,
+            instance=settings.instance,
         )
 
     # ---------------------------------------------------------------- thread
@@ -441,6 +445,8 @@ class Tracker:
         for info in infos:
             if info.name in known or info.labels.get(LABEL_MANAGED) != "true":
                 continue
+            if info.labels.get(LABEL_INSTANCE, "") not in ("", self.instance):
+                continue  # another pman's job on a shared engine: its own tracker follows it
             try:
                 full = self.backend.get(info.name)
                 report.engine_calls += 1

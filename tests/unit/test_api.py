@@ -348,3 +348,33 @@ def test_poll_fast_path_answers_exactly_as_the_flask_route(
     missing = client.get("/api/v1/nope/")
     assert missing.status_code == 404 and "nope" in missing.get_json()["message"]
     assert client.get("/api/v1/jobs/").status_code == 200  # reserved paths are not polls
+
+
+def test_only_this_instances_jobs_are_adopted(
+    app: object, client: FlaskClient, fake: FakeBackend, track: Callable[[], object]
+) -> None:
+    """Several pmans may share one engine: each adopts only its own strays
+    (and unnamed ones, made before jobs carried an instance)."""
+    from pman.jobs import LABEL_INSTANCE, LABEL_MANAGED
+    from pman.models import JobInfo
+
+    service = app.extensions["pman"].service  # type: ignore[attr-defined]
+    ours = service.settings.instance
+    assert ours, "every pman has an instance name"
+    for name, instance in (("mine", ours), ("theirs", "another-pman"), ("old", None)):
+        labels = {LABEL_MANAGED: "true"}
+        if instance is not None:
+            labels[LABEL_INSTANCE] = instance
+        fake.jobs[name] = JobInfo(name=name, state=JobState.RUNNING, labels=labels)
+    track()
+    listed = {j["jid"] for j in client.get("/api/v1/jobs/").get_json()["jobs"]}
+    assert listed == {"mine", "old"}
+    assert client.get("/api/v1/theirs/").status_code == 404
+
+
+def test_jobs_carry_this_instances_name(client: FlaskClient, fake: FakeBackend) -> None:
+    from pman.jobs import LABEL_INSTANCE
+
+    client.post("/api/v1/", json=job_body(jid="labelled"))
+    instance = fake.specs["labelled"].labels[LABEL_INSTANCE]
+    assert instance and len(instance) == 12

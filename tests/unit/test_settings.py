@@ -120,3 +120,12 @@ def test_cli_refuses_to_start_with_bad_settings(
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "CONTAINER_ENV" in err and "JOB_LOGS_TAIL" in err
+
+
+def test_instance_names_one_registry() -> None:
+    base = {"STOREBASE": "/tmp/sb"}
+    a = load_settings({**base, "PMAN_DATA_DIR": "/srv/pman-a"})
+    again = load_settings({**base, "PMAN_DATA_DIR": "/srv/pman-a"})
+    b = load_settings({**base, "PMAN_DATA_DIR": "/srv/pman-b"})
+    assert a.instance == again.instance != b.instance
+    assert load_settings({**base, "PMAN_INSTANCE": "site-1"}).instance == "site-1"
