@@ -202,9 +202,12 @@ class LocalBackend(Backend):
         spec = _read_json(jobdir / "spec.json")
         if spec is None:
             raise JobNotFound(f"no local job named {name!r}")
+        runner = _read_json(jobdir / "runner.json")
+        alive = runner is not None and _pid_runs(runner["pid"], jobdir)
+        # read after the liveness check: a supervisor writes its result before
+        # it ends, so one found gone here has left its result to read
         started = _read_json(jobdir / "started.json")
         result = _read_json(jobdir / "result.json")
-        runner = _read_json(jobdir / "runner.json")
         created_at = _parse_time(spec["created_at"])
         exit_code = None
         reason = ""
@@ -221,7 +224,7 @@ class LocalBackend(Backend):
             else:
                 phase, message = "exited_nonzero", f"exited with code {exit_code}"
                 reason = "exit_code"
-        elif runner is not None and _pid_runs(runner["pid"], jobdir):
+        elif alive:
             phase = "running" if started else "submitted"
             message = "running" if started else "starting"
         elif runner is None and created_at and time.time() - created_at.timestamp() < 60:

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -264,7 +265,8 @@ def test_two_workers_one_tracker(tmp_path: Path, server: str) -> None:
         else:
             assert not trackers
             assert len(holders) == 1 and holders <= workers, (holders, workers)
-        assert _wait_status(url, body["jid"]) == "finishedSuccessfully"
+        done = _wait_finished(url, body["jid"])
+        assert done["status"] == "finishedSuccessfully", done
         # the tracker goes away: one standby takes over the tracking
         leader = holders.pop()
         os.kill(leader, signal.SIGKILL)
@@ -278,19 +280,19 @@ def test_two_workers_one_tracker(tmp_path: Path, server: str) -> None:
         assert len(now) == 1, "no single standby took over the tracker lock"
         second = job_body(entrypoint=[str(PLUGIN_BIN / "copyplugin")], output_dir="key-1/out-2")
         assert requests.post(f"{url}/api/v1/", json=second, timeout=30).status_code == 201
-        assert _wait_status(url, second["jid"]) == "finishedSuccessfully", (
-            "the standby tracker did not follow the job"
-        )
+        done = _wait_finished(url, second["jid"])
+        assert done["status"] == "finishedSuccessfully", f"the standby tracker: {done}"
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
 
 
-def _wait_status(url: str, jid: str) -> str:
-    status = ""
+def _wait_finished(url: str, jid: str) -> dict[str, Any]:
+    """The job's v1 body once it has finished (or after 15 s)."""
+    data: dict[str, Any] = {}
     for _ in range(150):
-        status = requests.get(f"{url}/api/v1/{jid}/", timeout=30).json()["status"]
-        if status.startswith("finished"):
+        data = requests.get(f"{url}/api/v1/{jid}/", timeout=30).json()
+        if data["status"].startswith("finished"):
             break
         time.sleep(0.1)
-    return status
+    return data

@@ -140,6 +140,24 @@ def test_local_states(tmp_path: Path, files: dict[str, Any], state: JobState) ->
     assert set(LOCAL_STATES.values()) >= {state}
 
 
+def test_a_supervisor_ending_while_its_job_is_read_is_not_vanished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The supervisor writes its result, then ends: seen ending, its result is
+    there to read, so the job is never taken for vanished."""
+    from pman.backends import local
+
+    backend = _job(tmp_path, runner={"pid": 12345, "pgid": 12345})
+    result = {"exit_code": 0, "finished_at": "2020-01-01T00:00:01+00:00"}
+
+    def ends_now(pid: int, jobdir: Path) -> bool:
+        (jobdir / "result.json").write_text(json.dumps(result))
+        return False
+
+    monkeypatch.setattr(local, "_pid_runs", ends_now)
+    assert backend.get("j").state is JobState.SUCCEEDED
+
+
 def test_tail_lines(tmp_path: Path) -> None:
     p = tmp_path / "log"
     p.write_text("".join(f"{i}\n" for i in range(100000)))
