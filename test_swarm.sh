@@ -19,7 +19,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")" && pwd)
 cd "$ROOT"
-# the backend under test; `swarm` once pman/backends/swarm.py lands
+# the deployed pman's backend
 export PMAN_CONTAINER_ENV=${PMAN_CONTAINER_ENV:-swarm}
 VENV=${PMAN_VENV:-$ROOT/.venv}
 DEPLOY_TIMEOUT=${PMAN_DEPLOY_TIMEOUT:-180}
@@ -28,19 +28,6 @@ SERVICE=${STACK}_pman
 RUN_LABEL=org.chrisproject.pman.test-run
 log() { printf '[test_swarm] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
-
-ensure_swarm() {  # make this engine a one-node swarm manager unless it is in a swarm
-  local state
-  state=$(docker info --format '{{.Swarm.LocalNodeState}}')
-  [ "$state" = active ] && return 0
-  log "swarm is $state: docker swarm init"
-  # another script may init at the same moment: only the final state matters
-  docker swarm init --advertise-addr 127.0.0.1 >/dev/null || true
-  state=$(docker info --format '{{.Swarm.LocalNodeState}}')
-  [ "$state" = active ] || die "swarm is $state after docker swarm init"
-  [ "$(docker info --format '{{.Swarm.ControlAvailable}}')" = true ] \
-    || die "this node is in a swarm but not a manager: cannot deploy a stack"
-}
 
 free_port() {  # a TCP port nothing listens on now (the kernel's pick for port 0)
   python3 -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])'
@@ -131,7 +118,7 @@ bash scripts/dev.sh venv
 bash scripts/engines-up.sh
 bash scripts/build-test-images.sh docker
 bash scripts/build-service-image.sh localhost/pman:latest
-ensure_swarm
+bash "$ROOT/scripts/swarm-up.sh"
 log "prerequisites ready in $((SECONDS - t0))s"
 
 # ------------------------------------------------------------ deploy
