@@ -405,10 +405,7 @@ class DockerBackend(Backend):
         except docker.errors.APIError as e:
             # Docker says 409; Podman 500 with "already in use"
             if e.status_code == 409 or "already in use" in str(e.explanation):
-                raise JobExists(
-                    f"a container named {spec.name!r} exists already",
-                    existing=self._owned_info_or_none(spec.name),
-                ) from e
+                raise self._name_taken(spec, "container") from e
             self._raise(e, f"creating container {spec.name!r}")
         except Exception as e:
             self._raise(e, f"creating container {spec.name!r}")
@@ -429,6 +426,14 @@ class DockerBackend(Backend):
             started_at=started_at,
             fingerprint=spec.fingerprint,
             native_id=cid,
+        )
+
+    def _name_taken(self, spec: JobSpec, what: str) -> JobExists:
+        """The engine has a ``what`` with the job's name: JobExists, carrying the
+        job pman made under that name (if it is one) for the retry check."""
+        return JobExists(
+            f"a {what} named {spec.name!r} exists already",
+            existing=self._owned_info_or_none(spec.name),
         )
 
     def _raise_start_error(self, e: Exception, spec: JobSpec) -> NoReturn:

@@ -39,7 +39,6 @@ from pman.backends.base import ChangeStream
 from pman.backends.docker import ContainerEvents, DockerBackend, parse_engine_time
 from pman.errors import (
     BackendUnavailable,
-    JobExists,
     JobNotFound,
     PmanError,
     UnsupportedOption,
@@ -456,10 +455,7 @@ class SwarmBackend(DockerBackend):
             )
         except docker.errors.APIError as e:
             if e.status_code == 409:
-                raise JobExists(
-                    f"a service named {spec.name!r} exists already",
-                    existing=self._owned_info_or_none(spec.name),
-                ) from e
+                raise self._name_taken(spec, "service") from e
             self._raise(e, f"creating service {spec.name!r}")
         except Exception as e:
             self._raise(e, f"creating service {spec.name!r}")
