@@ -8,6 +8,7 @@ Names follow upstream pman (see README for the full table).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import re
@@ -106,6 +107,44 @@ def parse_labels(text: str) -> dict[str, str]:
     return labels
 
 
+_TOLERATION_KEYS = {"key", "operator", "value", "effect", "tolerationSeconds"}
+_TOLERATION_OPERATORS = ("Exists", "Equal")
+_TOLERATION_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+
+
+def parse_tolerations(text: str) -> tuple[dict[str, Any], ...]:
+    """TOLERATIONS: a JSON list of Kubernetes Toleration objects, e.g.
+    ``[{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]``."""
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not JSON ({e.msg}): give a JSON list of tolerations") from e
+    if not isinstance(items, list):
+        raise ValueError("give a JSON list of tolerations")
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ValueError(f"item {i} is not an object")
+        unknown = set(item) - _TOLERATION_KEYS
+        if unknown:
+            raise ValueError(f"item {i}: unknown field(s) {', '.join(sorted(unknown))}")
+        if item.get("operator", "Equal") not in _TOLERATION_OPERATORS:
+            choices = ", ".join(_TOLERATION_OPERATORS)
+            raise ValueError(f"item {i}: operator must be one of {choices}")
+        if "effect" in item and item["effect"] not in _TOLERATION_EFFECTS:
+            raise ValueError(f"item {i}: effect must be one of {', '.join(_TOLERATION_EFFECTS)}")
+        if item.get("operator") == "Exists" and item.get("value"):
+            raise ValueError(f"item {i}: operator Exists takes no value")
+        if not item.get("key") and item.get("operator") != "Exists":
+            raise ValueError(f"item {i}: a toleration without a key needs operator Exists")
+        seconds = item.get("tolerationSeconds")
+        if seconds is not None and (not isinstance(seconds, int) or isinstance(seconds, bool)):
+            raise ValueError(f"item {i}: tolerationSeconds must be an integer")
+        for field_name in ("key", "value"):
+            if field_name in item and not isinstance(item[field_name], str):
+                raise ValueError(f"item {i}: {field_name} must be a string")
+    return tuple(items)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything pman is configured with. Build it with :func:`load_settings`."""
@@ -160,6 +199,21 @@ class Settings:
     #: seconds a swarm task may wait for a node (e.g. "insufficient resources")
     #: before its job is reported as an error
     swarm_pending_timeout: float = 60.0
+    # -- Kubernetes (CONTAINER_ENV=kubernetes)
+    #: kubeconfig file; None: in-cluster config inside a pod, else ~/.kube/config
+    kubeconfig: str | None = None
+    #: whether pman runs inside a Kubernetes pod (KUBERNETES_SERVICE_HOST is set)
+    kubernetes_in_cluster: bool = False
+    #: the extended resource a job's GPUs are asked as
+    kubernetes_gpu_resource: str = "nvidia.com/gpu"
+    #: tolerations of every job's pod, as Kubernetes Toleration objects
+    tolerations: tuple[dict[str, Any], ...] = ()
+    #: seconds a finished Job stays in the cluster (ttlSecondsAfterFinished);
+    #: pman's registry keeps its state and logs after that
+    job_ttl_seconds: int = 86400
+    #: seconds a pod may stay unable to start (image pull failing, unschedulable,
+    #: config error) before its job is reported as an error
+    kubernetes_pending_timeout: float = 120.0
 
     def docker_environment(self) -> dict[str, str]:
         """The DOCKER_* variables the docker SDK's ``from_env`` understands."""
@@ -259,11 +313,19 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         swarm_pending_timeout=env.float(
             "PMAN_SWARM_PENDING_TIMEOUT", 60.0, validate=Range(min=1.0)
         ),
+        kubeconfig=env.str("KUBECONFIG", None),
+        kubernetes_in_cluster=bool(environ.get("KUBERNETES_SERVICE_HOST")),
+        kubernetes_gpu_resource=env.str("KUBERNETES_GPU_RESOURCE", "nvidia.com/gpu"),
+        job_ttl_seconds=env.int("JOB_TTL_SECONDS", 86400, validate=Range(min=0)),
+        kubernetes_pending_timeout=env.float(
+            "PMAN_KUBERNETES_PENDING_TIMEOUT", 120.0, validate=Range(min=1.0)
+        ),
     )
     values["job_labels"] = custom("JOB_LABELS", parse_labels, {})
     values["node_selector"] = custom("NODE_SELECTOR", parse_labels, {})
     values["container_user"] = custom("CONTAINER_USER", ContainerUser.parse, ContainerUser())
     values["shm_size"] = custom("SHM_SIZE", parse_mebibytes, None)
+    values["tolerations"] = custom("TOLERATIONS", parse_tolerations, ())
     custom("PMAN_DATABASE_URL", _check_database_url, None)
     try:
         env.seal()
@@ -284,6 +346,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "swarm",
     ):
         errors["STORAGE_TYPE"] = "docker_local_volume needs CONTAINER_ENV docker, podman or swarm"
+    if storage == "kubernetes_pvc" and values["container_env"] != "kubernetes":
+        errors["STORAGE_TYPE"] = "kubernetes_pvc needs CONTAINER_ENV=kubernetes"
     if values["container_env"] == "local" and storage != "host":
         errors["STORAGE_TYPE"] = "the local backend only supports STORAGE_TYPE=host"
 
