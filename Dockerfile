@@ -10,7 +10,8 @@ WORKDIR /opt/pman
 COPY pyproject.toml README.md ./
 COPY pman ./pman
 # a virtualenv: Debian's own python3 refuses system-wide pip installs (PEP 668)
-RUN python3 -m venv /opt/pman/venv && /opt/pman/venv/bin/pip install --no-cache-dir .
+# with the Kubernetes client, which only CONTAINER_ENV=kubernetes imports
+RUN python3 -m venv /opt/pman/venv && /opt/pman/venv/bin/pip install --no-cache-dir ".[kubernetes]"
 
 EXPOSE 5010
 ENV PMAN_HOST=0.0.0.0 PMAN_PORT=5010

@@ -579,11 +579,15 @@ class KubernetesBackend(Backend):
 
     def _security(self, spec: JobSpec) -> dict[str, Any]:
         s = self.settings
-        pod: dict[str, Any] = {}
+        # the container runtime's default seccomp filter, which Kubernetes
+        # leaves off unless asked (Docker applies its own by default)
+        pod: dict[str, Any] = {"seccompProfile": {"type": "RuntimeDefault"}}
         uid = spec.uid if spec.uid is not None else s.securitycontext_run_as_user
         gid = spec.gid if spec.gid is not None else s.securitycontext_run_as_group
         if uid is not None:
             pod["runAsUser"] = uid
+            if uid != 0:
+                pod["runAsNonRoot"] = True
         if gid is not None:
             pod["runAsGroup"] = gid
         return pod
@@ -618,9 +622,7 @@ class KubernetesBackend(Backend):
             "automountServiceAccountToken": False,
             "enableServiceLinks": False,
         }
-        security = self._security(spec)
-        if security:
-            pod_spec["securityContext"] = security
+        pod_spec["securityContext"] = self._security(spec)
         if s.node_selector:
             pod_spec["nodeSelector"] = dict(s.node_selector)
         if s.tolerations:

@@ -129,7 +129,12 @@ def test_job_is_valid_for_kubernetes_and_carries_limits_and_security(tmp_path: P
     assert pod["nodeSelector"] == {"disk": "ssd"}
     assert pod["tolerations"] == [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]
     assert pod["imagePullSecrets"] == [{"name": "regcred"}]
-    assert pod["securityContext"] == {"runAsUser": 1001, "runAsGroup": 1002}
+    assert pod["securityContext"] == {
+        "seccompProfile": {"type": "RuntimeDefault"},
+        "runAsUser": 1001,
+        "runAsNonRoot": True,
+        "runAsGroup": 1002,
+    }
     (c,) = pod["containers"]
     assert c["resources"]["limits"] == {"cpu": "500m", "memory": "128Mi"}
     assert c["resources"]["requests"] == c["resources"]["limits"]
