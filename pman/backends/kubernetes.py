@@ -143,6 +143,11 @@ def _conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
+def _finished_at(pod: dict[str, Any]) -> str | None:
+    terminated = (_container_status(pod).get("state") or {}).get("terminated") or {}
+    return terminated.get("finishedAt")
+
+
 def _unschedulable(pod: dict[str, Any]) -> dict[str, Any] | None:
     for c in (pod.get("status") or {}).get("conditions") or []:
         if c.get("type") == "PodScheduled" and c.get("status") == "False":
@@ -236,8 +241,10 @@ def job_state(
     def who(pod: dict[str, Any]) -> str:
         return f"worker {_index(pod)}: " if workers > 1 else ""
 
+    # only the final conditions: FailureTarget and SuccessCriteriaMet come
+    # while pods may still be terminating, and the output is not final yet
     conditions = _conditions(job)
-    if "Complete" in conditions or "SuccessCriteriaMet" in conditions:
+    if "Complete" in conditions:
         return Outcome(
             JobState.SUCCEEDED,
             message="exited with code 0"
@@ -245,7 +252,7 @@ def job_state(
             else f"all {workers} workers exited with 0",
             exit_code=0,
         )
-    failed = conditions.get("Failed") or conditions.get("FailureTarget")
+    failed = conditions.get("Failed")
     if failed is not None:
         if failed.get("reason") == "DeadlineExceeded":
             minutes = int(spec.get("activeDeadlineSeconds") or 0) / 60
@@ -255,9 +262,12 @@ def job_state(
                 f"killed: ran longer than its time limit of {minutes:g} minutes "
                 f"(TIMELIMIT_MINUTES): {failed.get('message', '')}",
             )
-        failed_pods = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
+        # the worker that failed first is the cause; the others were stopped for it
+        failed_pods = sorted(
+            (p for p in pods if (p.get("status") or {}).get("phase") == "Failed"),
+            key=lambda p: (_finished_at(p) or "~", _index(p)),
+        )
         for pod in failed_pods:
-            # the worker whose own failure it was, before those stopped for it
             outcome = _failed_pod_outcome(pod, memory_mib, who(pod))
             if outcome.reason != "pod_failed":
                 return outcome

@@ -460,11 +460,23 @@ def test_the_worker_that_failed_is_named_before_those_stopped_for_it() -> None:
     failed = job(
         {"failed": 2, "conditions": [condition("Failed", "BackoffLimitExceeded")]}, workers=2
     )
-    stopped = pod("Failed", 0, reason="", message="")  # killed when worker 1 failed
-    stopped["status"]["containerStatuses"] = []
     own = pod("Failed", 1, state=terminated(2))
+    # worker 0 was killed when worker 1 failed: it ended later, with 137
+    stopped = pod("Failed", 0, state=terminated(137))
+    stopped["status"]["containerStatuses"][0]["state"]["terminated"]["finishedAt"] = iso(NOW)
     out = state_of(failed, [stopped, own])
     assert out.message == "worker 1: exited with code 2"
+    # a pod that never ran comes after those that did
+    never = pod("Failed", 0, reason="", message="")
+    never["status"]["containerStatuses"] = []
+    assert state_of(failed, [never, own]).message == "worker 1: exited with code 2"
+
+
+def test_failure_target_is_not_the_end_yet() -> None:
+    # set while pods may still be terminating: the output is not final
+    j = job({"active": 1, "conditions": [condition("FailureTarget", "BackoffLimitExceeded")]})
+    running = pod("Running", state={"running": {"startedAt": iso(NOW)}})
+    assert state_of(j, [running]).state is JobState.RUNNING
 
 
 @pytest.mark.parametrize(
