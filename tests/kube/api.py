@@ -13,8 +13,16 @@ from urllib.parse import parse_qs, urlsplit
 
 import docker.errors
 
-from .errors import ApiError, FieldErrors, bad_request, method_not_allowed, not_found, unauthorized
-from .store import Obj, SelectorError, parse_field_selector, parse_label_selector
+from .errors import (
+    ApiError,
+    FieldErrors,
+    already_exists,
+    bad_request,
+    method_not_allowed,
+    not_found,
+    unauthorized,
+)
+from .store import Obj, SelectorError, new_uid, parse_field_selector, parse_label_selector
 from .validation import default_job, validate_eviction, validate_new_job
 
 if TYPE_CHECKING:
@@ -53,22 +61,66 @@ ROUTES: list[tuple[str, re.Pattern[str]]] = [
 
 VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 CORE_RESOURCES = [
-    {"name": "namespaces", "singularName": "namespace", "namespaced": False, "kind": "Namespace",
-     "verbs": ["get"], "shortNames": ["ns"]},
-    {"name": "persistentvolumeclaims", "singularName": "persistentvolumeclaim", "namespaced": True,
-     "kind": "PersistentVolumeClaim", "verbs": ["get", "list"], "shortNames": ["pvc"]},
-    {"name": "pods", "singularName": "pod", "namespaced": True, "kind": "Pod",
-     "verbs": ["delete", "get", "list", "watch"], "shortNames": ["po"], "categories": ["all"]},
-    {"name": "pods/eviction", "singularName": "", "namespaced": True, "group": "policy",
-     "version": "v1", "kind": "Eviction", "verbs": ["create"]},
+    {
+        "name": "namespaces",
+        "singularName": "namespace",
+        "namespaced": False,
+        "kind": "Namespace",
+        "verbs": ["get"],
+        "shortNames": ["ns"],
+    },
+    {
+        "name": "persistentvolumeclaims",
+        "singularName": "persistentvolumeclaim",
+        "namespaced": True,
+        "kind": "PersistentVolumeClaim",
+        "verbs": ["get", "list"],
+        "shortNames": ["pvc"],
+    },
+    {
+        "name": "pods",
+        "singularName": "pod",
+        "namespaced": True,
+        "kind": "Pod",
+        "verbs": ["delete", "get", "list", "watch"],
+        "shortNames": ["po"],
+        "categories": ["all"],
+    },
+    {
+        "name": "pods/eviction",
+        "singularName": "",
+        "namespaced": True,
+        "group": "policy",
+        "version": "v1",
+        "kind": "Eviction",
+        "verbs": ["create"],
+    },
     {"name": "pods/log", "singularName": "", "namespaced": True, "kind": "Pod", "verbs": ["get"]},
-    {"name": "pods/status", "singularName": "", "namespaced": True, "kind": "Pod", "verbs": ["get"]},
-]  # fmt: skip
+    {
+        "name": "pods/status",
+        "singularName": "",
+        "namespaced": True,
+        "kind": "Pod",
+        "verbs": ["get"],
+    },
+]
 BATCH_RESOURCES = [
-    {"name": "jobs", "singularName": "job", "namespaced": True, "kind": "Job",
-     "verbs": ["create", "delete", "get", "list", "watch"], "categories": ["all"]},
-    {"name": "jobs/status", "singularName": "", "namespaced": True, "kind": "Job", "verbs": ["get"]},
-]  # fmt: skip
+    {
+        "name": "jobs",
+        "singularName": "job",
+        "namespaced": True,
+        "kind": "Job",
+        "verbs": ["create", "delete", "get", "list", "watch"],
+        "categories": ["all"],
+    },
+    {
+        "name": "jobs/status",
+        "singularName": "",
+        "namespaced": True,
+        "kind": "Job",
+        "verbs": ["get"],
+    },
+]
 
 
 def _flag(value: str | None) -> bool:
@@ -157,9 +209,15 @@ class Handler(BaseHTTPRequestHandler):
                     return
             self._read_body_quietly()
             raise ApiError(
-                404, "NotFound", "the server could not find the requested resource",
-                {"causes": [{"reason": "UnexpectedServerResponse", "message": "404 page not found"}]},
-            )  # fmt: skip
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+                {
+                    "causes": [
+                        {"reason": "UnexpectedServerResponse", "message": "404 page not found"}
+                    ]
+                },
+            )
         except ApiError as err:
             self._send_json(err.code, err.status())
         except (BrokenPipeError, ConnectionResetError):
@@ -175,17 +233,32 @@ class Handler(BaseHTTPRequestHandler):
     def get_version(self) -> None:
         v = self.standin.k8s_version.lstrip("v")
         major, minor = v.split(".")[:2]
-        self._send_json(200, {
-            "major": major, "minor": minor, "gitVersion": f"v{v}",
-            "gitCommit": "0" * 40, "gitTreeState": "clean", "buildDate": "2024-04-17T17:27:03Z",
-            "goVersion": "go1.22.2", "compiler": "gc", "platform": "linux/amd64",
-        })  # fmt: skip
+        self._send_json(
+            200,
+            {
+                "major": major,
+                "minor": minor,
+                "gitVersion": f"v{v}",
+                "gitCommit": "0" * 40,
+                "gitTreeState": "clean",
+                "buildDate": "2024-04-17T17:27:03Z",
+                "goVersion": "go1.22.2",
+                "compiler": "gc",
+                "platform": "linux/amd64",
+            },
+        )
 
     def get_api(self) -> None:
-        self._send_json(200, {
-            "kind": "APIVersions", "versions": ["v1"],
-            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:6443"}],
-        })  # fmt: skip
+        self._send_json(
+            200,
+            {
+                "kind": "APIVersions",
+                "versions": ["v1"],
+                "serverAddressByClientCIDRs": [
+                    {"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:6443"}
+                ],
+            },
+        )
 
     def get_apis(self) -> None:
         groups = []
@@ -201,9 +274,14 @@ class Handler(BaseHTTPRequestHandler):
 
     def get_batch(self) -> None:
         self._send_json(
-            200, {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "batch/v1",
-                  "resources": BATCH_RESOURCES}
-        )  # fmt: skip
+            200,
+            {
+                "kind": "APIResourceList",
+                "apiVersion": "v1",
+                "groupVersion": "batch/v1",
+                "resources": BATCH_RESOURCES,
+            },
+        )
 
     def get_policy(self) -> None:
         self._send_json(
@@ -291,16 +369,14 @@ class Handler(BaseHTTPRequestHandler):
         body = self._read_body()
         if body is None:
             raise bad_request(
-                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf"
+                "the body of the request was in an unknown format - accepted media types include: "
+                "application/json, application/yaml, application/vnd.kubernetes.protobuf"
             )
         job = validate_new_job(body, ns, self.standin.k8s_version)
         store = self.standin.store
         with store.cond:
             if store.get("jobs", ns, job["metadata"]["name"]) is not None:
-                raise ApiError(409, "AlreadyExists", f'jobs.batch "{job["metadata"]["name"]}" already exists',
-                               {"name": job["metadata"]["name"], "group": "batch", "kind": "jobs"})  # fmt: skip
-            from .store import new_uid
-
+                raise already_exists("jobs", "batch", job["metadata"]["name"])
             job["metadata"]["uid"] = new_uid()
             default_job(job)
             created = store.create("jobs", job)
@@ -409,13 +485,20 @@ class Handler(BaseHTTPRequestHandler):
         pod = self._get("pods", ns, name)
         grace = ((body or {}).get("deleteOptions") or {}).get("gracePeriodSeconds")
         if pod["status"].get("phase") not in ("Succeeded", "Failed"):
-            from .controller import pod_condition
+            from .node import pod_condition
 
             def disrupt(p: Obj) -> None:
                 st = p["status"]
                 conds = [c for c in st.get("conditions") or [] if c["type"] != "DisruptionTarget"]
-                conds.append(pod_condition("DisruptionTarget", "True", "EvictionByEvictionAPI",
-                                           "Eviction API: evicting", old=st))  # fmt: skip
+                conds.append(
+                    pod_condition(
+                        "DisruptionTarget",
+                        "True",
+                        "EvictionByEvictionAPI",
+                        "Eviction API: evicting",
+                        old=st,
+                    )
+                )
                 st["conditions"] = conds
 
             self.standin.store.update("pods", ns, name, disrupt)
@@ -438,7 +521,8 @@ class Handler(BaseHTTPRequestHandler):
         if not container:
             if len(names) != 1:
                 raise bad_request(
-                    f"a container name must be specified for pod {name}, choose one of: [{' '.join(names)}]"
+                    f"a container name must be specified for pod {name}, "
+                    f"choose one of: [{' '.join(names)}]"
                 )
             container = names[0]
         if container not in names:
@@ -510,17 +594,33 @@ class Handler(BaseHTTPRequestHandler):
 
     def get_pvcs(self, ns: str) -> None:
         items = [self.standin.pvc_object(ns, n) for n in sorted(self.standin.pvcs)]
-        self._send_json(200, {"kind": "PersistentVolumeClaimList", "apiVersion": "v1",
-                              "metadata": {"resourceVersion": self.standin.store.current_rv()}, "items": items})  # fmt: skip
+        self._send_json(
+            200,
+            {
+                "kind": "PersistentVolumeClaimList",
+                "apiVersion": "v1",
+                "metadata": {"resourceVersion": self.standin.store.current_rv()},
+                "items": items,
+            },
+        )
 
     def get_namespace(self, ns: str) -> None:
-        self._send_json(200, {
-            "kind": "Namespace", "apiVersion": "v1",
-            "metadata": {"name": ns, "uid": self.standin.namespace_uid(ns), "resourceVersion": "1",
-                         "creationTimestamp": self.standin.started_at,
-                         "labels": {"kubernetes.io/metadata.name": ns}},
-            "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"},
-        })  # fmt: skip
+        self._send_json(
+            200,
+            {
+                "kind": "Namespace",
+                "apiVersion": "v1",
+                "metadata": {
+                    "name": ns,
+                    "uid": self.standin.namespace_uid(ns),
+                    "resourceVersion": "1",
+                    "creationTimestamp": self.standin.started_at,
+                    "labels": {"kubernetes.io/metadata.name": ns},
+                },
+                "spec": {"finalizers": ["kubernetes"]},
+                "status": {"phase": "Active"},
+            },
+        )
 
 
 assert HTTPStatus  # keep the import for readers of status codes

@@ -17,7 +17,8 @@ from .expansion import expand, mapping_for
 Obj = dict[str, Any]
 
 LABEL = "io.pman.k8s-standin"
-SERVICE_ENV = {  # what the kubelet injects for the default "kubernetes" Service (enableServiceLinks)
+# what the kubelet injects for the default "kubernetes" Service (enableServiceLinks)
+SERVICE_ENV = {
     "KUBERNETES_SERVICE_HOST": "10.96.0.1",
     "KUBERNETES_SERVICE_PORT": "443",
     "KUBERNETES_SERVICE_PORT_HTTPS": "443",
@@ -40,7 +41,7 @@ class Blocked(Exception):
 
 def normalize_image(image: str) -> str:
     """The image reference as containerd reports it (``docker.io/library/x:latest``)."""
-    name, digest = (image.split("@", 1) + [""])[:2]
+    name, digest = ([*image.split("@", 1), ""])[:2]
     first, _, rest = name.partition("/")
     if not rest:
         name = f"docker.io/library/{name}"
@@ -66,7 +67,7 @@ def cpu_nanos(value: str) -> int:
 
 
 def quantity_int(value: str) -> int:
-    return int(math.ceil(parse_quantity(value)))
+    return math.ceil(parse_quantity(value))
 
 
 @dataclass
@@ -113,11 +114,13 @@ def resolve_volumes(ctx: PodContext) -> dict[str, tuple[str, bool] | None]:
             elif kind == "FileOrCreate":
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.touch(exist_ok=True)
-            elif kind == "Directory" and not path.is_dir():
-                raise Blocked("ContainerCreating")
-            elif kind == "File" and not path.is_file():
-                raise Blocked("ContainerCreating")
-            elif kind == "Socket" and not (path.exists() and stat.S_ISSOCK(path.stat().st_mode)):
+            elif (
+                (kind == "Directory" and not path.is_dir())
+                or (kind == "File" and not path.is_file())
+                or (
+                    kind == "Socket" and not (path.exists() and stat.S_ISSOCK(path.lstat().st_mode))
+                )
+            ):
                 raise Blocked("ContainerCreating")
             out[name] = (str(path), False)
         elif "persistentVolumeClaim" in vol:
@@ -178,7 +181,7 @@ def _resource_ref(ctx: PodContext, container: Obj, ref: Obj) -> str:
     div = parse_quantity(divisor)
     if div == 0:
         div = parse_quantity("1")
-    return str(int(math.ceil(parse_quantity(value) / div)))
+    return str(math.ceil(parse_quantity(value) / div))
 
 
 def container_env(ctx: PodContext, container: Obj) -> list[tuple[str, str]]:

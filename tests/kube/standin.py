@@ -113,8 +113,12 @@ class KubeStandin:
         server = _Server(("127.0.0.1", 0), Handler)
         server.standin = self
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="standin-http", daemon=True)  # fmt: skip
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.2},
+            name="standin-http",
+            daemon=True,
+        )
         self._thread.start()
         self.controller.start()
         self.url = f"http://127.0.0.1:{server.server_address[1]}"
@@ -159,7 +163,7 @@ class KubeStandin:
                 {
                     "name": "standin",
                     "context": {"cluster": "standin", "user": "standin", "namespace": namespace},
-                }  # fmt: skip
+                }
             ],
             "current-context": "standin",
             "preferences": {},
@@ -192,11 +196,23 @@ class KubeStandin:
         return {
             "kind": "PersistentVolumeClaim",
             "apiVersion": "v1",
-            "metadata": {"name": name, "namespace": ns, "uid": self.namespace_uid(f"{ns}/{name}"),
-                         "resourceVersion": "1", "creationTimestamp": self.started_at},
-            "spec": {"accessModes": ["ReadWriteMany"], "volumeName": f"pv-{name}",
-                     "resources": {"requests": {"storage": "1Gi"}}, "storageClassName": "standard",
-                     "volumeMode": "Filesystem"},
-            "status": {"phase": "Bound", "accessModes": ["ReadWriteMany"],
-                       "capacity": {"storage": "1Gi"}},
-        }  # fmt: skip
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                "uid": self.namespace_uid(f"{ns}/{name}"),
+                "resourceVersion": "1",
+                "creationTimestamp": self.started_at,
+            },
+            "spec": {
+                "accessModes": ["ReadWriteMany"],
+                "volumeName": f"pv-{name}",
+                "resources": {"requests": {"storage": "1Gi"}},
+                "storageClassName": "standard",
+                "volumeMode": "Filesystem",
+            },
+            "status": {
+                "phase": "Bound",
+                "accessModes": ["ReadWriteMany"],
+                "capacity": {"storage": "1Gi"},
+            },
+        }

@@ -116,7 +116,7 @@ FIELD_GETTERS: dict[str, dict[str, Callable[[Obj], str]]] = {
 
 
 def parse_field_selector(resource: str, text: str) -> Callable[[Obj], bool]:
-    """A predicate over an object for a field selector (``metadata.name=x,status.phase!=Failed``)."""
+    """A predicate over an object for a field selector (``metadata.name=x,status.phase!=X``)."""
     reqs: list[Callable[[Obj], bool]] = []
     getters = FIELD_GETTERS[resource]
     for part in _split_top(text or ""):

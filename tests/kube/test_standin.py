@@ -67,7 +67,9 @@ def finished(kube: Kube, name: str) -> client.V1Job:
 
 
 def job_pods(kube: Kube, name: str) -> list[client.V1Pod]:
-    return kube.core.list_namespaced_pod(NS, label_selector=f"batch.kubernetes.io/job-name={name}").items
+    return kube.core.list_namespaced_pod(
+        NS, label_selector=f"batch.kubernetes.io/job-name={name}"
+    ).items
 
 
 def status_body(exc: ApiException) -> dict[str, Any]:
@@ -175,9 +177,12 @@ def test_active_deadline_kills_the_pod(kube: Kube) -> None:
 
 def test_indexed_job_runs_each_index(kube: Kube) -> None:
     body = job_body(
-        "idx", "echo index=$JOB_COMPLETION_INDEX host=$(hostname)",
-        completions=2, parallelism=2, completionMode="Indexed",
-    )  # fmt: skip
+        "idx",
+        "echo index=$JOB_COMPLETION_INDEX host=$(hostname)",
+        completions=2,
+        parallelism=2,
+        completionMode="Indexed",
+    )
     kube.batch.create_namespaced_job(NS, body)
     job = finished(kube, "idx")
     assert job.status.conditions[0].type == "Complete"
@@ -207,8 +212,10 @@ def test_missing_image_pull_backoff(kube: Kube) -> None:
     pod = wait_for(lambda: waiting("ErrImagePull"))
     cs = pod.status.container_statuses[0]
     assert pod.status.phase == "Pending"
-    assert 'failed to pull and unpack image "localhost/no-such-image:1.0"' in cs.state.waiting.message
-    assert cs.image_pull_policy if False else cs.container_id is None
+    assert (
+        'failed to pull and unpack image "localhost/no-such-image:1.0"' in cs.state.waiting.message
+    )
+    assert cs.container_id is None
     with pytest.raises(ApiException) as err:
         kube.core.read_namespaced_pod_log(pod.metadata.name, NS)
     assert err.value.status == 400
@@ -292,8 +299,10 @@ def test_create_twice_conflicts(kube: Kube) -> None:
 def test_delete_background_removes_pods_and_containers(kube: Kube) -> None:
     kube.batch.create_namespaced_job(NS, job_body("sleepy", "sleep 60"))
     wait_for(
-        lambda: [p for p in job_pods(kube, "sleepy") if p.status.phase == "Running"]
-        and kube.standin.containers()
+        lambda: (
+            [p for p in job_pods(kube, "sleepy") if p.status.phase == "Running"]
+            and kube.standin.containers()
+        )
     )
     job = kube.batch.read_namespaced_job("sleepy", NS)
     assert job.status.active == 1 and job.status.ready == 1
@@ -327,7 +336,7 @@ def test_label_and_field_selectors(kube: Kube) -> None:
     other = client.BatchV1Api(kube.api).list_namespaced_job("elsewhere")
     assert other.items == [] and other.kind == "JobList"
     pods = kube.core.list_namespaced_pod(NS, label_selector="job-name=a")
-    [pod] = wait_for(lambda: kube.core.list_namespaced_pod(NS, label_selector="job-name=a").items)
+    [_pod] = wait_for(lambda: kube.core.list_namespaced_pod(NS, label_selector="job-name=a").items)
     assert pods.kind == "PodList"
 
 
@@ -371,11 +380,20 @@ def test_no_token_is_unauthorized(kube: Kube, tmp_path: Any) -> None:
 def test_expansion_matches_kubernetes_algorithm() -> None:
     mapping = mapping_for({"VAR_A": "A", "VAR_B": "B"})
     cases = {
-        "$(VAR_A)": "A", "___$(VAR_B)___": "___B___", "$(VAR_A)-$(VAR_B)": "A-B",
-        "$$(VAR_A)": "$(VAR_A)", "$$$(VAR_A)": "$A", "$$$$(VAR_A)": "$$(VAR_A)",
-        "$(UNKNOWN)": "$(UNKNOWN)", "$(VAR_A": "$(VAR_A", "$VAR_A": "$VAR_A", "$": "$",
-        "$()": "$()", "f000-$$VAR_A": "f000-$VAR_A", "(": "(",
-    }  # fmt: skip
+        "$(VAR_A)": "A",
+        "___$(VAR_B)___": "___B___",
+        "$(VAR_A)-$(VAR_B)": "A-B",
+        "$$(VAR_A)": "$(VAR_A)",
+        "$$$(VAR_A)": "$A",
+        "$$$$(VAR_A)": "$$(VAR_A)",
+        "$(UNKNOWN)": "$(UNKNOWN)",
+        "$(VAR_A": "$(VAR_A",
+        "$VAR_A": "$VAR_A",
+        "$": "$",
+        "$()": "$()",
+        "f000-$$VAR_A": "f000-$VAR_A",
+        "(": "(",
+    }
     assert {k: expand(k, mapping) for k in cases} == cases
 
 
@@ -385,8 +403,10 @@ def test_expansion_in_a_real_container(kube: Kube) -> None:
         {"name": "B", "value": "$(A)-beta $$(A) $(C)"},
         {"name": "C", "value": "gamma"},
         {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {"name": "MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory",
-                                                           "divisor": "1Mi"}}},  # fmt: skip
+        {
+            "name": "MEM",
+            "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}},
+        },
     ]
     container = {
         "command": ["sh", "-c", 'echo "$1|$2|$B|$POD|$MEM"', "--"],

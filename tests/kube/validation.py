@@ -203,11 +203,9 @@ def validate_resources(res: Obj, field: str, errs: FieldErrors) -> None:
                 requests[rname],
                 f"must be less than or equal to {rname} limit of {limits[rname]}",
             )
-        if "/" in rname and not rname.startswith(("kubernetes.io/", "requests.")) and lim is None:
-            if not rname.startswith("hugepages-"):
-                errs.forbidden(
-                    f"{field}.limits", "Limit must be set for non overcommitable resources"
-                )
+        extended = "/" in rname and not rname.startswith(("kubernetes.io/", "requests."))
+        if extended and lim is None:
+            errs.forbidden(f"{field}.limits", "Limit must be set for non overcommitable resources")
 
 
 VOLUME_SOURCES = {
@@ -266,8 +264,16 @@ def validate_volumes(volumes: list[Obj], field: str, errs: FieldErrors) -> set[s
                 errs.required(f"{f}.hostPath.path")
             elif not path.startswith("/"):
                 errs.invalid(f"{f}.hostPath.path", path, "must be an absolute path")
-            types = ["", "DirectoryOrCreate", "Directory", "FileOrCreate", "File", "Socket",
-                     "CharDevice", "BlockDevice"]  # fmt: skip
+            types = [
+                "",
+                "DirectoryOrCreate",
+                "Directory",
+                "FileOrCreate",
+                "File",
+                "Socket",
+                "CharDevice",
+                "BlockDevice",
+            ]
             if vol["hostPath"].get("type", "") not in types:
                 errs.not_supported(f"{f}.hostPath.type", vol["hostPath"]["type"], types)
         if "persistentVolumeClaim" in vol and not vol["persistentVolumeClaim"].get("claimName"):
@@ -292,11 +298,27 @@ def _check_relative(path: str, field: str, errs: FieldErrors) -> None:
         errs.invalid(field, path, "must not contain '..'")
 
 
-FIELD_REFS = {"metadata.name", "metadata.namespace", "metadata.uid", "spec.nodeName",
-              "spec.serviceAccountName", "status.hostIP", "status.hostIPs", "status.podIP",
-              "status.podIPs", "metadata.labels", "metadata.annotations"}  # fmt: skip
-RESOURCE_REFS = {"limits.cpu", "limits.memory", "limits.ephemeral-storage", "requests.cpu",
-                 "requests.memory", "requests.ephemeral-storage"}  # fmt: skip
+FIELD_REFS = {
+    "metadata.name",
+    "metadata.namespace",
+    "metadata.uid",
+    "spec.nodeName",
+    "spec.serviceAccountName",
+    "status.hostIP",
+    "status.hostIPs",
+    "status.podIP",
+    "status.podIPs",
+    "metadata.labels",
+    "metadata.annotations",
+}
+RESOURCE_REFS = {
+    "limits.cpu",
+    "limits.memory",
+    "limits.ephemeral-storage",
+    "requests.cpu",
+    "requests.memory",
+    "requests.ephemeral-storage",
+}
 
 
 def validate_container(c: Obj, f: str, volumes: set[str], errs: FieldErrors) -> None:
@@ -455,8 +477,7 @@ def validate_job(job: Obj, errs: FieldErrors) -> None:
         if not spec.get("selector"):
             errs.required("spec.selector")
     elif spec.get("selector") is not None:
-        errs.invalid("spec.selector", spec["selector"],
-                     "`selector` will be auto-generated")  # fmt: skip
+        errs.invalid("spec.selector", spec["selector"], "`selector` will be auto-generated")
     tmpl = spec["template"]
     validate_object_meta(
         tmpl.get("metadata") or {}, "spec.template.metadata", errs, name_check=False
@@ -547,8 +568,15 @@ def prepare_create(body: Obj, namespace: str, kind: str) -> Obj:
             "the namespace of the provided object does not match the namespace sent on the request"
         )
     md["namespace"] = namespace
-    for f in ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "generation",
-              "selfLink", "managedFields"):  # fmt: skip
+    for f in (
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "generation",
+        "selfLink",
+        "managedFields",
+    ):
         md.pop(f, None)
     body.pop("status", None)
     return body
