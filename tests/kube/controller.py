@@ -86,6 +86,7 @@ class JobState:
     seen: dict[str, Obj] = field(default_factory=dict)  # pod uid -> last seen pod
     succeeded_indexes: set[int] = field(default_factory=set)
     next_create_at: float = 0.0
+    last_failed: int = 0
 
 
 class Controller(Scheduler, Node):
@@ -313,6 +314,10 @@ class Controller(Scheduler, Node):
                     ready += 1
         succeeded = sum(1 for v in st.counted.values() if v == "succeeded")
         failed = sum(1 for v in st.counted.values() if v == "failed")
+        if failed > st.last_failed and self.cfg.job_backoff:
+            # the real controller waits 10 s, doubling per failure (at most 6 min), to replace
+            st.next_create_at = now + min(360.0, self.cfg.job_backoff * 2 ** (failed - 1))
+        st.last_failed = failed
         if spec.get("template", {}).get("spec", {}).get("restartPolicy") == "OnFailure":
             restarts = sum(
                 cs.get("restartCount", 0)
@@ -326,7 +331,7 @@ class Controller(Scheduler, Node):
         start_time = job.get("status", {}).get("startTime")
         finish: tuple[str, str, str] | None = None  # (type, reason, message)
         if failed > spec.get("backoffLimit", 6) or (
-            restarts and restarts > spec.get("backoffLimit", 6)
+            restarts and restarts >= max(1, spec.get("backoffLimit", 6))
         ):
             finish = (
                 "Failed",
@@ -354,7 +359,7 @@ class Controller(Scheduler, Node):
             terminating += len(active)
             active = []
         elif not spec.get("suspend"):
-            self._create_pods(job, st, active, succeeded, now)
+            active += self._create_pods(job, st, active, succeeded, now)
         else:
             for pod in active:
                 self.delete_pod(ns, pod["metadata"]["name"], None, uid=pod["metadata"]["uid"])
@@ -365,9 +370,12 @@ class Controller(Scheduler, Node):
             created = st.seen or active
             if created and not s.get("startTime") and not spec.get("suspend"):
                 s["startTime"] = now_rfc3339()
-            if not created and not s.get("startTime"):
-                # nothing created yet (suspended): still a status the controller wrote
-                pass
+            if spec.get("suspend") and not any(
+                c["type"] == "Suspended" for c in s.get("conditions") or []
+            ):
+                s.setdefault("conditions", []).append(
+                    condition("Suspended", "True", "JobSuspended", "Job suspended")
+                )
             for key, val in (("active", len(active)), ("succeeded", succeeded), ("failed", failed)):
                 if val:
                     s[key] = val
@@ -404,12 +412,13 @@ class Controller(Scheduler, Node):
 
     def _create_pods(
         self, job: Obj, st: JobState, active: list[Obj], succeeded: int, now: float
-    ) -> None:
+    ) -> list[Obj]:
+        """Create the pods the Job lacks; returns them (they count as active at once)."""
         spec = job["spec"]
         parallelism = spec.get("parallelism", 1)
         completions = spec.get("completions")
         if now < st.next_create_at:
-            return
+            return []
         to_create: list[int | None] = []
         if spec.get("completionMode") == "Indexed":
             busy = {
@@ -427,16 +436,16 @@ class Controller(Scheduler, Node):
             else:
                 want = min(parallelism, completions - succeeded)
             to_create = [None] * max(0, want - len(active))
+        created = []
         for index in to_create:
             pod = self._new_pod(job, index)
             for _ in range(5):
                 try:
-                    self.store.create("pods", pod)
+                    created.append(self.store.create("pods", pod))
                     break
                 except KeyError:
                     pod["metadata"]["name"] = pod["metadata"]["generateName"] + random_suffix()
-        if to_create and self.cfg.job_backoff:
-            st.next_create_at = now + self.cfg.job_backoff
+        return created
 
     # ------------------------------------------------------------------ deletion
 

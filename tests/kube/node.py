@@ -472,12 +472,16 @@ class Node:
         self.store.update("pods", rt.namespace, rt.name, update)
 
     def _image_id(self, image: str) -> str:
+        cache: dict[str, str] = self.__dict__.setdefault("_image_ids", {})
+        if image in cache:
+            return cache[image]
         try:
             info = self.client().api.inspect_image(image)
         except docker.errors.APIError:
             return ""
         digests = info.get("RepoDigests") or []
-        return digests[0] if digests else info["Id"]
+        cache[image] = digests[0] if digests else info["Id"]
+        return cache[image]
 
     # ------------------------------------------------------------------ logs
 

@@ -127,6 +127,8 @@ def test_job_runs_to_complete_with_logs(kube: Kube) -> None:
     assert sorted(logs.splitlines()) == ["hello", "oops"]
     tail = kube.core.read_namespaced_pod_log(pod.metadata.name, NS, tail_lines=1, timestamps=True)
     assert len(tail.splitlines()) == 1 and tail[:4].isdigit()
+    followed = kube.core.read_namespaced_pod_log(pod.metadata.name, NS, follow=True)
+    assert sorted(followed.splitlines()) == ["hello", "oops"]
     with pytest.raises(ApiException) as err:
         kube.core.read_namespaced_pod_log(pod.metadata.name, NS, previous=True)
     assert err.value.status == 400
@@ -148,6 +150,30 @@ def test_failing_command_exceeds_backoff_limit(kube: Kube) -> None:
         assert pod.status.phase == "Failed"
         term = pod.status.container_statuses[0].state.terminated
         assert (term.exit_code, term.reason) == (3, "Error")
+
+
+def test_on_failure_restarts_in_place_until_the_backoff_limit(kube: Kube) -> None:
+    restarts: list[tuple[str, int]] = []
+
+    def watch_pods() -> None:
+        w = watch.Watch()
+        selector = "job-name=again"
+        for ev in w.stream(kube.core.list_namespaced_pod, NS, label_selector=selector,
+                           timeout_seconds=20):  # fmt: skip
+            for cs in ev["object"].status.container_statuses or []:
+                restarts.append((ev["object"].metadata.name, cs.restart_count))
+            if ev["type"] == "DELETED":
+                w.stop()
+
+    thread = threading.Thread(target=watch_pods)
+    thread.start()
+    body = job_body("again", "exit 1", backoff=2, pod_spec={"restartPolicy": "OnFailure"})
+    kube.batch.create_namespaced_job(NS, body)
+    job = finished(kube, "again")
+    assert job.status.conditions[0].reason == "BackoffLimitExceeded"
+    thread.join(timeout=20)
+    assert len({name for name, _ in restarts}) == 1  # one pod, its container restarted in place
+    assert max(n for _, n in restarts) == 2
 
 
 def test_memory_limit_gives_oomkilled(kube: Kube) -> None:
