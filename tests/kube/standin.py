@@ -9,6 +9,7 @@ running each pod as a real Docker container.  See README.md beside this file.
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import threading
 import uuid
@@ -46,6 +47,12 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     standin: KubeStandin
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # a client that closes a kept-alive connection is no error of the server's
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 class KubeStandin:
