@@ -45,7 +45,9 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeStandin]:
     standin.pvc_root = root / "pvc"
     standin.nfs_root = root / "nfs"
     yield standin
+    assert standin.controller_errors() == []
     standin.stop()
+    assert standin.containers() == []
 
 
 @pytest.fixture
@@ -305,6 +307,10 @@ def test_tracker_reads_all_jobs_in_two_calls(kube: KubeStandin, kpman: Callable[
         assert p.post(body).status_code == 201
     for body in bodies:
         p.wait(body["jid"], timeout=60)
+    # the tracker follows a watch on pman's Jobs (and polls only as a safety net)
+    watches = [q for method, path, q in kube.requests if path.endswith("/jobs") and "watch=" in q]
+    assert watches and all("labelSelector=org.chrisproject.pman" in q for q in watches)
+    assert p.service.tracker.watching
     backend = p.service.backend
     for expected in (4, 4):
         before = len(kube.requests)

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
+from tests.integration.conftest import engine_client
+
 from .standin import KubeStandin
 
 TOKEN = "standin-test-token"
@@ -27,6 +29,7 @@ class Kube:
 def kube(tmp_path: Path) -> Iterator[Kube]:
     """A started stand-in with a PVC "storebase" and an NFS server "nfs.example"; official
     client APIs built from the kubeconfig it writes.  At the end: stopped, nothing left."""
+    engine_client("docker")  # its pods are Docker containers: skip or fail as for Docker
     store = tmp_path / "storebase"
     store.mkdir()
     nfs = tmp_path / "nfs"
