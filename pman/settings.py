@@ -316,7 +316,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         kubeconfig=env.str("KUBECONFIG", None),
         kubernetes_in_cluster=bool(environ.get("KUBERNETES_SERVICE_HOST")),
         kubernetes_gpu_resource=env.str("KUBERNETES_GPU_RESOURCE", "nvidia.com/gpu"),
-        job_ttl_seconds=env.int("JOB_TTL_SECONDS", 86400, validate=Range(min=0)),
+        job_ttl_seconds=env.int("JOB_TTL_SECONDS", 86400, validate=Range(min=60)),
         kubernetes_pending_timeout=env.float(
             "PMAN_KUBERNETES_PENDING_TIMEOUT", 120.0, validate=Range(min=1.0)
         ),
