@@ -21,6 +21,7 @@ Cromwell backend configuration binds them at /share/incoming (read-only) and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -454,6 +455,10 @@ class CromwellBackend(Backend):
         self.url = settings.cromwell_url.rstrip("/")
         self.timeout = settings.engine_timeout
         self.session = session or requests.Session()
+        #: workflow id of each jid, learned from queries: then a job's status
+        #: or logs take one call, not a query first (checked against the
+        #: workflow's labels, as a deleted job's jid may be taken again)
+        self._ids: dict[str, str] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CromwellBackend:
@@ -595,7 +600,12 @@ class CromwellBackend(Backend):
             results = list(answer["results"])
         except Exception as e:
             self._raise(e, doing)
-        return [r for r in results if isinstance(r, dict)]
+        results = [r for r in results if isinstance(r, dict)]
+        for r in sorted(results, key=lambda r: str(r.get("submission") or "")):
+            jid = (r.get("labels") or {}).get(LABEL_JID)
+            if jid and r.get("id"):
+                self._ids[str(jid)] = str(r["id"])
+        return results
 
     def _find(self, name: str) -> dict[str, Any] | None:
         """The newest live (not deleted) workflow of job ``name``, from one query."""
@@ -617,21 +627,33 @@ class CromwellBackend(Backend):
             raise JobNotFound(f"no job named {name!r} on the {self.describe()}")
         return found
 
-    def get(self, name: str) -> JobInfo:
-        workflow_id = self._found(name)["id"]
-        metadata = self._call(
+    def _metadata(self, workflow_id: str, name: str) -> dict[str, Any]:
+        return self._call(
             "GET",
             f"/api/workflows/v1/{workflow_id}/metadata",
             f"reading the metadata of job {name!r}",
             params=[("expandSubWorkflows", "false"), ("excludeKey", "submittedFiles")],
         )
+
+    def get(self, name: str) -> JobInfo:
+        metadata = None
+        known = self._ids.get(name)
+        if known is not None:
+            with contextlib.suppress(JobNotFound):
+                metadata = self._metadata(known, name)
+            labels = (metadata or {}).get("labels") or {}
+            if labels.get(LABEL_MANAGED) != "true" or labels.get(LABEL_JID) != name:
+                metadata = None
+                self._ids.pop(name, None)
+        if metadata is None:
+            metadata = self._metadata(self._found(name)["id"], name)
         try:
             return info_from_metadata(metadata)
         except Exception as e:
             self._raise(e, f"reading the metadata of job {name!r}")
 
     def logs(self, name: str, tail: int) -> str:
-        workflow_id = self._found(name)["id"]
+        workflow_id = self._ids.get(name) or self._found(name)["id"]
         answer = self._call(
             "GET", f"/api/workflows/v1/{workflow_id}/logs", f"reading the logs of job {name!r}"
         )
@@ -659,6 +681,7 @@ class CromwellBackend(Backend):
         """Abort the workflow if it runs, then unlabel it as pman's (Cromwell
         keeps every workflow): deleting twice, or a finished job, is no error."""
         found = self._find(name)
+        self._ids.pop(name, None)
         if found is None:
             return
         workflow_id = found["id"]

@@ -207,6 +207,14 @@ def check_workflow(source: str, inputs: dict[str, Any]) -> str:
     if doc.workflow is None:
         raise BadRequest("Workflow input processing failed: the document has no workflow")
     wf = doc.workflow
+    missing = [
+        f"{wf.name}.{b.name}" for b in wf.required_inputs if f"{wf.name}.{b.name}" not in inputs
+    ]
+    if missing:
+        raise BadRequest(
+            "Workflow input processing failed: "
+            + "; ".join(f"Required workflow input '{m}' not specified" for m in missing)
+        )
     try:
         WDL.values_from_json(inputs, wf.available_inputs, wf.required_inputs, namespace=wf.name)
     except WDL.Error.InputError as e:
