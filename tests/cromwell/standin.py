@@ -371,10 +371,9 @@ class CromwellStandIn:
                 wf.status = "Succeeded"
             else:
                 wf.status = "Failed"
-                causes = [
-                    f for _, call in self._calls(wf) for f in call.get("failures", [])
-                ] or [{"message": _error_message(result) or f"miniwdl exited with {returncode}",
-                       "causedBy": []}]  # fmt: skip
+                causes = [f for _, call in self._calls(wf) for f in call.get("failures", [])] or [
+                    _failure(_error_message(result) or f"miniwdl exited with {returncode}")
+                ]
                 wf.failures = [{"message": "Workflow failed", "causedBy": causes}]
 
     def _abort(self, wf: Workflow) -> str:
@@ -416,13 +415,11 @@ class CromwellStandIn:
                     status = "Aborted"
                 else:
                     status = "Failed"
-                    failures = [{"message": _call_failure(wf, task, shard, rc, cause),
-                                 "causedBy": []}]  # fmt: skip
+                    failures = [_failure(_call_failure(wf, task, shard, rc, cause))]
             elif rc is not None:
                 status = "Done" if rc == 0 else "Failed"
                 if rc:
-                    failures = [{"message": _call_failure(wf, task, shard, rc, {}),
-                                 "causedBy": []}]  # fmt: skip
+                    failures = [_failure(_call_failure(wf, task, shard, rc, {}))]
             elif wf.status in ("Aborting", "Aborted"):
                 status = "Aborting" if wf.status == "Aborting" else "Aborted"
             elif started:
@@ -725,10 +722,8 @@ class CromwellStandIn:
         def release(wf: Workflow) -> Any:
             with self._lock:
                 if wf.status != "On Hold":
-                    return _fail(
-                        403, f"Couldn't change status of workflow {wf.id} as it is not On Hold",
-                        status="error",
-                    )  # fmt: skip
+                    message = f"Couldn't change status of workflow {wf.id} as it is not On Hold"
+                    return _fail(403, message, status="error")
                 wf.status = "Submitted"
             return jsonify({"id": wf.id, "status": wf.status})
 
@@ -786,6 +781,11 @@ def _error_message(result: Any) -> str:
         return ""
     cause = result.get("cause") or {}
     return str(cause.get("message") or result.get("message") or cause.get("error") or "")
+
+
+def _failure(message: str) -> dict[str, Any]:
+    """One of Cromwell's FailureMessage objects."""
+    return {"message": message, "causedBy": []}
 
 
 def _call_failure(wf: Workflow, task: str, shard: int, rc: int | None, cause: dict) -> str:
