@@ -666,6 +666,9 @@ class CromwellBackend(Backend):
                 path = call.get(key)
                 if not path:
                     continue
+                if "://" in str(path):  # in a bucket, say: not on pman's filesystem
+                    out.append(f"{prefix}pman cannot read the job's {key} at {path}\n")
+                    continue
                 try:
                     lines = tail_lines(str(path), tail)
                 except FileNotFoundError:

@@ -430,6 +430,14 @@ def test_logs_tail_every_worker(tmp_path: Path) -> None:
     s = FakeSession(("GET", "/query", 200, found()), ("GET", "/logs", 200, logs))
     text = backend(tmp_path, s).logs("job-1", 3)
     assert text == "[worker 1] w1 2\n[worker 1] w1 3\n[worker 1] w1 4\n"
+    # files pman cannot see: said so, not a failure; a file not written yet: nothing
+    remote = {"stdout": "gs://bucket/x/stdout", "stderr": str(tmp_path / "none")}
+    s = FakeSession(
+        ("GET", "/query", 200, found()),
+        ("GET", "/logs", 200, {"id": WID, "calls": {"pman.plugin": [remote]}}),
+    )
+    text = backend(tmp_path, s).logs("job-1", 3)
+    assert text == "pman cannot read the job's stdout at gs://bucket/x/stdout\n"
 
 
 # ------------------------------------------------------------------ errors
