@@ -477,6 +477,11 @@ class CromwellBackend(Backend):
             )
         if settings.shm_size is not None:
             problems["SHM_SIZE"] = "not supported by the cromwell backend"
+        if settings.ignore_limits:
+            problems["IGNORE_LIMITS"] = (
+                "not supported by the cromwell backend: a job's cpu and memory are what "
+                "Cromwell's scheduler allocates to it"
+            )
         for key, value in settings.job_labels.items():
             if len(key) > LABEL_MAX or len(value) > LABEL_MAX:
                 problems["JOB_LABELS"] = (

@@ -501,5 +501,8 @@ def test_settings_and_names(tmp_path: Path) -> None:
         settings(tmp_path, CROMWELL_URL="cromwell:8000")
     assert "CROMWELL_URL" in e.value.fields
     with pytest.raises(ConfigError) as e:
-        load_backend("cromwell", settings(tmp_path, CONTAINER_USER="1000:1000", SHM_SIZE="64"))
-    assert {"CONTAINER_USER", "SHM_SIZE"} <= set(e.value.fields)
+        load_backend(
+            "cromwell",
+            settings(tmp_path, CONTAINER_USER="1000:1000", SHM_SIZE="64", IGNORE_LIMITS="yes"),
+        )
+    assert {"CONTAINER_USER", "SHM_SIZE", "IGNORE_LIMITS"} <= set(e.value.fields)
