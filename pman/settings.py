@@ -348,6 +348,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         errors["STORAGE_TYPE"] = "docker_local_volume needs CONTAINER_ENV docker, podman or swarm"
     if storage == "kubernetes_pvc" and values["container_env"] != "kubernetes":
         errors["STORAGE_TYPE"] = "kubernetes_pvc needs CONTAINER_ENV=kubernetes"
+    if values["container_env"] == "cromwell" and not values["cromwell_url"]:
+        errors["CROMWELL_URL"] = "required when CONTAINER_ENV=cromwell"
+    elif values["cromwell_url"] and not re.match(r"https?://[^/\s]", values["cromwell_url"]):
+        errors["CROMWELL_URL"] = f"{values['cromwell_url']!r} is not an http:// or https:// URL"
     if values["container_env"] == "local" and storage != "host":
         errors["STORAGE_TYPE"] = "the local backend only supports STORAGE_TYPE=host"
 

@@ -18,6 +18,7 @@ REGISTRY: dict[str, str] = {
     "podman": "pman.backends.docker:PodmanBackend",
     "swarm": "pman.backends.swarm:SwarmBackend",
     "kubernetes": "pman.backends.kubernetes:KubernetesBackend",
+    "cromwell": "pman.backends.cromwell:CromwellBackend",
 }
 
 

@@ -1,0 +1,1 @@
+"""The Cromwell server stand-in (standin.py) and its miniwdl runner."""
