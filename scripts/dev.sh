@@ -5,6 +5,7 @@
 #                              with the local backend and STOREBASE=./storebase
 #   bash scripts/dev.sh test   set up everything the tests need (apt packages,
 #                              dockerd as a one-node swarm, the Podman service,
+#                              a one-node SLURM cluster (scripts/slurm-up.sh),
 #                              PostgreSQL, test images, pip packages), lint, run
 #                              every test, then test_swarm.sh (pman deployed as
 #                              a Swarm stack, tested over HTTP)
@@ -60,6 +61,7 @@ cmd_test() {
   setup_venv
   bash "$ROOT/scripts/engines-up.sh"
   bash "$ROOT/scripts/swarm-up.sh"
+  bash "$ROOT/scripts/slurm-up.sh"
   bash "$ROOT/scripts/build-test-images.sh"
   PMAN_TEST_DATABASE_URL=$(bash "$ROOT/scripts/postgres-up.sh")
   export PMAN_TEST_DATABASE_URL
@@ -82,6 +84,7 @@ cmd_bench() {
   setup_venv >&2
   bash "$ROOT/scripts/engines-up.sh" >&2
   bash "$ROOT/scripts/swarm-up.sh" >&2
+  bash "$ROOT/scripts/slurm-up.sh" >&2
   bash "$ROOT/scripts/build-test-images.sh" >&2
   apt_install wrk >&2
   cd "$ROOT"

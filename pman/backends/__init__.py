@@ -17,6 +17,7 @@ REGISTRY: dict[str, str] = {
     "docker": "pman.backends.docker:DockerBackend",
     "podman": "pman.backends.docker:PodmanBackend",
     "swarm": "pman.backends.swarm:SwarmBackend",
+    "slurm": "pman.backends.slurm:SlurmBackend",
 }
 
 
