@@ -388,8 +388,8 @@ on_signal() {
   exit 143
 }
 trap on_signal TERM INT HUP USR1 USR2 XCPU
-@GPU_SETUP@
-"$engine" run --name "$container" --label org.chrisproject.pman.slurm-job="$SLURM_JOB_ID" \\
+@GPU_SETUP@"$engine" run --name "$container" \\
+  --label org.chrisproject.pman.slurm-job="$SLURM_JOB_ID" \\
 @RUN_ARGS@ </dev/null &
 child=$!
 wait "$child"
@@ -512,7 +512,7 @@ def build_script(spec: JobSpec, settings: Settings, job_dir: Path) -> str:
             _ENGINE,
             ENGINE=runtime,
             CONTAINER=container_name(spec.name),
-            GPU_SETUP=gpu_setup,
+            GPU_SETUP=gpu_setup + "\n" if gpu_setup else "",
             RUN_ARGS=run_args,
         )
         return head + body
@@ -531,8 +531,6 @@ def build_script(spec: JobSpec, settings: Settings, job_dir: Path) -> str:
         for key in ("PMAN_WORKER_INDEX", "PMAN_NUMBER_OF_WORKERS"):
             env_lines.append(f'export {prefix}{key}="${key}"')
         args = [
-            runtime,
-            "exec",
             "--containall",
             "--cleanenv",
             "--bind",
@@ -542,7 +540,8 @@ def build_script(spec: JobSpec, settings: Settings, job_dir: Path) -> str:
         ]
         if r.gpu_limit > 0:
             args.append("--nv")
-        run = _words(args, indent="") + " \\\n  " + shlex.quote(apptainer_image(spec.image))
+        run = f"{runtime} exec \\\n" + _words(args)
+        run += " \\\n  " + shlex.quote(apptainer_image(spec.image))
         run += " \\\n  " + " ".join(shlex.quote(a) for a in spec.command)
         check = (
             f"if ! command -v {runtime} >/dev/null 2>&1; then\n"
@@ -750,8 +749,6 @@ class SlurmBackend(Backend):
     # ---------------------------------------------------------------- submit
     def _check(self, spec: JobSpec) -> None:
         runtime = self.settings.slurm_container_runtime
-        if spec.resources.gpu_limit > 0 and runtime == "none":
-            log.debug("GPUs with runtime none: the command sees CUDA_VISIBLE_DEVICES")
         if runtime in ("apptainer", "singularity", "none") and (
             spec.uid is not None or spec.gid is not None
         ):
