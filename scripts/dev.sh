@@ -10,7 +10,8 @@
 #                              every test, then test_swarm.sh (pman deployed as
 #                              a Swarm stack, tested over HTTP)
 #   bash scripts/dev.sh bench  the same set-up plus Debian's wrk, then the load
-#                              benchmark (bench/load.py; its arguments follow)
+#                              benchmark (bench/load.py; its arguments follow);
+#                              `bench slurm [args]` runs bench/slurm.py instead
 #
 # Both are idempotent: what is installed or running already is left alone.
 set -euo pipefail
@@ -88,7 +89,12 @@ cmd_bench() {
   bash "$ROOT/scripts/build-test-images.sh" >&2
   apt_install wrk >&2
   cd "$ROOT"
-  "$VENV/bin/python" bench/load.py "$@"
+  if [ "${1:-}" = slurm ]; then
+    shift
+    "$VENV/bin/python" bench/slurm.py "$@"   # the SLURM benchmark
+  else
+    "$VENV/bin/python" bench/load.py "$@"
+  fi
 }
 
 case "${1:-}" in
