@@ -376,7 +376,8 @@ if ! command -v "$engine" >/dev/null 2>&1; then
   record error "$engine is not installed on node $(hostname)"
   exit 125
 fi
-remove() { "$engine" rm -f "$container" >/dev/null 2>&1; }
+# (podman's rm -f would wait 10 s for the container to stop: as long as SLURM's KillWait)
+remove() { "$engine" rm -f @RM_NOW@"$container" >/dev/null 2>&1; }
 # SLURM signals the job's processes on scancel and at its time limit; the
 # container is the engine's child, not ours: remove it before SLURM's SIGKILL
 on_signal() {
@@ -511,6 +512,7 @@ def build_script(spec: JobSpec, settings: Settings, job_dir: Path) -> str:
         body = _fill(
             _ENGINE,
             ENGINE=runtime,
+            RM_NOW="--time 0 " if runtime == "podman" else "",
             CONTAINER=container_name(spec.name),
             GPU_SETUP=gpu_setup + "\n" if gpu_setup else "",
             RUN_ARGS=run_args,

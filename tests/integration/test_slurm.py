@@ -271,3 +271,37 @@ def test_unreachable_slurmctld_is_503(make_pman: Callable[..., Pman], tmp_path: 
     assert time.monotonic() - started < 60
     health = p.get("x").status_code  # an unknown job is still a 404 from the registry
     assert health == 404
+
+
+def podman_containers(jid: str) -> list[str]:
+    out = subprocess.run(
+        ["podman", "ps", "-a", "--filter", f"name=^{jid}-", "--format", "{{.Names}} {{.State}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return out.split("\n")[:-1]
+
+
+def test_podman_runtime_runs_and_cancels(make_pman: Callable[..., Pman]) -> None:
+    p = make_pman("slurm", SLURM_CONTAINER_RUNTIME="podman")
+    body = p.body()
+    assert p.post(body).status_code == 201
+    data = p.wait(body["jid"])
+    assert data["status"] == "finishedSuccessfully", data
+    assert "input read-only" in (p.out(body) / "report.txt").read_text()
+    assert podman_containers(body["jid"]) == []
+
+    sleeper = p.body("sleeper", args=["600"])
+    sleeper["type"] = "fs"
+    assert p.post(sleeper).status_code == 201
+    jid = sleeper["jid"]
+    wait_for(
+        lambda: any(
+            c.split(" ", 1)[1].startswith(("Up", "running")) for c in podman_containers(jid)
+        ),
+        60,
+        "running",
+    )
+    assert p.delete(jid).status_code == 204
+    wait_for(lambda: podman_containers(jid) == [], 20, "the container's removal")
