@@ -402,6 +402,7 @@ def test_podman_script_with_gpus(tmp_path: Path) -> None:
     script = build_script(spec(tmp_path, gpu_limit=1), s, tmp_path / "j")
     bash_syntax_ok(script, tmp_path)
     assert "engine=podman" in script and "nvidia.com/gpu=$i" in script
+    assert 'rm -f --time 0 "$container"' in script  # not podman's 10 s stop timeout
     docker = build_script(spec(tmp_path, gpu_limit=1), settings(tmp_path), tmp_path / "j")
     assert "--gpus" in docker and "CUDA_VISIBLE_DEVICES" in docker
 
