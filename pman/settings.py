@@ -215,6 +215,25 @@ class Settings:
     #: config error) before its job is reported as an error
     kubernetes_pending_timeout: float = 120.0
 
+    # ---- SLURM backend (CONTAINER_ENV=slurm) ---------------------------------
+    #: folder of each job's batch script, log and status files; pman and every
+    #: compute node must see it at this path (a shared filesystem on a real
+    #: cluster). Default PMAN_DATA_DIR/slurm/jobs
+    slurm_job_dir: Path | None = None
+    #: what runs the job's image on the node: apptainer, singularity, docker,
+    #: podman, or none (the command runs directly on the node)
+    slurm_container_runtime: str = "apptainer"
+    slurm_partition: str | None = None
+    slurm_account: str | None = None
+    slurm_qos: str | None = None
+    #: more sbatch options for every job, e.g. ("--constraint=intel",)
+    slurm_extra_options: tuple[str, ...] = ()
+    #: folder of SLURM's commands (sbatch, squeue...), None for PATH
+    slurm_bin_dir: Path | None = None
+    #: SLURM_CONF passed to SLURM's commands, None for SLURM's own default
+    slurm_conf: str | None = None
+    # ---- end of SLURM backend -------------------------------------------------
+
     def docker_environment(self) -> dict[str, str]:
         """The DOCKER_* variables the docker SDK's ``from_env`` understands."""
         env = {"DOCKER_HOST": self.docker_host or DEFAULT_DOCKER_HOSTS.get(self.container_env, "")}
@@ -236,6 +255,54 @@ def _check_database_url(text: str) -> str:
     if url.get_backend_name() not in ("sqlite", "postgresql"):
         raise ValueError(f"{url.get_backend_name()!r}: only sqlite and postgresql are supported")
     return text
+
+
+# ---- SLURM backend settings --------------------------------------------------
+SLURM_RUNTIMES = ("apptainer", "singularity", "docker", "podman", "none")
+#: sbatch options pman sets itself for every job: SLURM_EXTRA_OPTIONS must not change them
+SLURM_RESERVED_OPTIONS = frozenset(
+    {
+        "-J", "--job-name", "-o", "--output", "-e", "--error", "-a", "--array",
+        "-D", "--chdir", "-i", "--input", "-W", "--wait", "--comment", "--export",
+        "--open-mode", "--parsable", "--wrap", "--requeue", "--no-requeue",
+        # per-job resources come from the request and TIMELIMIT_MINUTES
+        "-t", "--time", "-c", "--cpus-per-task", "--mem", "--mem-per-cpu", "--gres",
+        "--gpus", "-G",
+    }
+)  # fmt: skip
+_SLURM_NAME = re.compile(r"[A-Za-z0-9_.,@+-]+")
+
+
+def parse_slurm_extra_options(text: str) -> tuple[str, ...]:
+    """SLURM_EXTRA_OPTIONS: sbatch options split as a shell would (``--constraint=a
+    --reservation=r``); options pman sets itself for every job are refused."""
+    import shlex
+
+    try:
+        words = shlex.split(text)
+    except ValueError as e:
+        raise ValueError(f"cannot split {text!r} like a shell: {e}") from e
+    if words and not words[0].startswith("-"):
+        raise ValueError(f"{words[0]!r} is not an sbatch option (options start with '-')")
+    for word in words:
+        if word.startswith("--"):
+            option = word.split("=", 1)[0]
+        elif word.startswith("-"):
+            option = word[:2]  # a short option, perhaps glued to its value: -Jname
+        else:
+            continue  # the value of the option before
+        if option in SLURM_RESERVED_OPTIONS:
+            raise ValueError(f"{option} is set by pman for every job and cannot be given here")
+    return tuple(words)
+
+
+def _slurm_name(text: str) -> str:
+    if not _SLURM_NAME.fullmatch(text):
+        raise ValueError(f"{text!r} is not a SLURM name (letters, digits and _ . , @ + - only)")
+    return text
+
+
+# ---- end of SLURM backend settings ------------------------------------------
 
 
 class _MappingEnv(Env):
@@ -327,6 +394,18 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     values["shm_size"] = custom("SHM_SIZE", parse_mebibytes, None)
     values["tolerations"] = custom("TOLERATIONS", parse_tolerations, ())
     custom("PMAN_DATABASE_URL", _check_database_url, None)
+    # ---- SLURM backend ----------------------------------------------------
+    values["slurm_job_dir"] = env.path("SLURM_JOB_DIR", None)
+    values["slurm_container_runtime"] = env.str(
+        "SLURM_CONTAINER_RUNTIME", "apptainer", validate=OneOf(SLURM_RUNTIMES)
+    )
+    values["slurm_partition"] = custom("SLURM_PARTITION", _slurm_name, None)
+    values["slurm_account"] = custom("SLURM_ACCOUNT", _slurm_name, None)
+    values["slurm_qos"] = custom("SLURM_QOS", _slurm_name, None)
+    values["slurm_extra_options"] = custom("SLURM_EXTRA_OPTIONS", parse_slurm_extra_options, ())
+    values["slurm_bin_dir"] = env.path("SLURM_BIN_DIR", None)
+    values["slurm_conf"] = env.str("SLURM_CONF", None)
+    # ---- end of SLURM backend ---------------------------------------------
     try:
         env.seal()
     except EnvValidationError as e:
@@ -354,6 +433,26 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         errors["CROMWELL_URL"] = f"{values['cromwell_url']!r} is not an http:// or https:// URL"
     if values["container_env"] == "local" and storage != "host":
         errors["STORAGE_TYPE"] = "the local backend only supports STORAGE_TYPE=host"
+    # ---- SLURM backend ----------------------------------------------------
+    if values["container_env"] == "slurm":
+        if storage not in ("host", "nfs"):
+            errors["STORAGE_TYPE"] = (
+                "the slurm backend needs STOREBASE as a folder the compute nodes see at the "
+                "same path: STORAGE_TYPE host or nfs"
+            )
+        runtime = values["slurm_container_runtime"]
+        user = values["container_user"]
+        if runtime in ("apptainer", "singularity", "none") and (user.uid or user.gid):
+            errors["CONTAINER_USER"] = (
+                f"SLURM_CONTAINER_RUNTIME={runtime} runs jobs as the user that submits them "
+                "(pman's): CONTAINER_USER needs docker or podman"
+            )
+        if values["shm_size"] is not None and runtime not in ("docker", "podman"):
+            errors["SHM_SIZE"] = f"not supported with SLURM_CONTAINER_RUNTIME={runtime}"
+        bin_dir = values["slurm_bin_dir"]
+        if bin_dir is not None and not Path(bin_dir).is_absolute():
+            errors["SLURM_BIN_DIR"] = "must be an absolute path"
+    # ---- end of SLURM backend ---------------------------------------------
 
     if errors:
         lines = "\n".join(f"  {k}: {v}" for k, v in sorted(errors.items()))
@@ -361,6 +460,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if values["storebase"] is not None:
         values["storebase"] = Path(os.path.abspath(values["storebase"]))
     values["data_dir"] = Path(os.path.abspath(values["data_dir"]))
+    values["slurm_job_dir"] = Path(
+        os.path.abspath(values["slurm_job_dir"] or values["data_dir"] / "slurm" / "jobs")
+    )
     if not values["database_url"]:
         values["database_url"] = f"sqlite:///{values['data_dir'] / 'pman.db'}"
     if not values["instance"]:

@@ -5,11 +5,13 @@
 #                              with the local backend and STOREBASE=./storebase
 #   bash scripts/dev.sh test   set up everything the tests need (apt packages,
 #                              dockerd as a one-node swarm, the Podman service,
+#                              a one-node SLURM cluster (scripts/slurm-up.sh),
 #                              PostgreSQL, test images, pip packages), lint, run
 #                              every test, then test_swarm.sh (pman deployed as
 #                              a Swarm stack, tested over HTTP)
 #   bash scripts/dev.sh bench  the same set-up plus Debian's wrk, then the load
-#                              benchmark (bench/load.py; its arguments follow)
+#                              benchmark (bench/load.py; its arguments follow);
+#                              `bench slurm [args]` runs bench/slurm.py instead
 #
 # Both are idempotent: what is installed or running already is left alone.
 set -euo pipefail
@@ -60,6 +62,7 @@ cmd_test() {
   setup_venv
   bash "$ROOT/scripts/engines-up.sh"
   bash "$ROOT/scripts/swarm-up.sh"
+  bash "$ROOT/scripts/slurm-up.sh"
   bash "$ROOT/scripts/build-test-images.sh"
   PMAN_TEST_DATABASE_URL=$(bash "$ROOT/scripts/postgres-up.sh")
   export PMAN_TEST_DATABASE_URL
@@ -82,10 +85,16 @@ cmd_bench() {
   setup_venv >&2
   bash "$ROOT/scripts/engines-up.sh" >&2
   bash "$ROOT/scripts/swarm-up.sh" >&2
+  bash "$ROOT/scripts/slurm-up.sh" >&2
   bash "$ROOT/scripts/build-test-images.sh" >&2
   apt_install wrk >&2
   cd "$ROOT"
-  "$VENV/bin/python" bench/load.py "$@"
+  if [ "${1:-}" = slurm ]; then
+    shift
+    "$VENV/bin/python" bench/slurm.py "$@"   # the SLURM benchmark
+  else
+    "$VENV/bin/python" bench/load.py "$@"
+  fi
 }
 
 case "${1:-}" in

@@ -19,6 +19,7 @@ REGISTRY: dict[str, str] = {
     "swarm": "pman.backends.swarm:SwarmBackend",
     "kubernetes": "pman.backends.kubernetes:KubernetesBackend",
     "cromwell": "pman.backends.cromwell:CromwellBackend",
+    "slurm": "pman.backends.slurm:SlurmBackend",
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import threading
 import time
 import uuid
@@ -77,6 +78,28 @@ def engine_client(name: str) -> docker.APIClient:
     return api
 
 
+_slurm_checked: list[bool] = []
+
+
+def slurm_cluster() -> None:
+    """The test SLURM cluster answers (scripts/slurm-up.sh starts one)."""
+    if _slurm_checked:
+        return
+    try:
+        out = subprocess.run(
+            ["scontrol", "ping"], capture_output=True, text=True, timeout=30, check=False
+        )
+        answer = (out.stdout + out.stderr).strip()
+        up = out.returncode == 0 and "UP" in out.stdout
+    except (OSError, subprocess.TimeoutExpired) as e:
+        answer, up = str(e), False
+    if not up:
+        engine_missing(
+            f"no SLURM cluster answers `scontrol ping` ({answer}); run scripts/slurm-up.sh"
+        )
+    _slurm_checked.append(True)
+
+
 @dataclass
 class Pman:
     """A running pman and the engine under it."""
@@ -88,9 +111,12 @@ class Pman:
     app: Any = None
     server: Any = None
     jids: list[str] = field(default_factory=list)
+    #: SLURM_CONTAINER_RUNTIME of a slurm pman
+    runtime: str = ""
 
     def body(self, plugin: str = "copyplugin", **overrides: Any) -> dict[str, Any]:
-        entry = [str(PLUGIN_BIN / plugin)] if self.backend == "local" else [plugin]
+        on_host = self.backend == "local" or (self.backend == "slurm" and self.runtime == "none")
+        entry = [str(PLUGIN_BIN / plugin)] if on_host else [plugin]
         b = job_body(**{"entrypoint": entry, "image": TEST_IMAGE, **overrides})
         self.jids.append(b["jid"].lstrip("/"))
         return b
@@ -177,6 +203,11 @@ def make_pman(tmp_path: Path) -> Iterator[Callable[..., Pman]]:
     def make(backend: str, storebase: Path | None = None, **env: str) -> Pman:
         """A new pman; pass the storebase of an earlier one to share its data and registry."""
         engine = engine_client(backend) if backend in SOCKETS else None
+        if backend == "slurm":
+            slurm_cluster()
+            # the docker runtime's containers run on this node's Docker engine
+            if env.get("SLURM_CONTAINER_RUNTIME") == "docker":
+                engine = engine_client("docker")
         if storebase is None:
             storebase = tmp_path / f"storebase-{uuid.uuid4().hex[:6]}"
             (storebase / "key-1" / "incoming").mkdir(parents=True)
@@ -190,7 +221,15 @@ def make_pman(tmp_path: Path) -> Iterator[Callable[..., Pman]]:
         }
         app = create_app(load_settings(environ))
         server, url = _serve(app)
-        p = Pman(url, backend, storebase, engine, app=app, server=server)
+        p = Pman(
+            url,
+            backend,
+            storebase,
+            engine,
+            app=app,
+            server=server,
+            runtime=environ.get("SLURM_CONTAINER_RUNTIME", ""),
+        )
         started.append((server, p))
         return p
 
