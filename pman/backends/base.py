@@ -5,11 +5,23 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
 from pman.errors import InvalidJobSpec
-from pman.models import JobInfo, JobSpec
+from pman.models import JobInfo, JobSpec, JobState
 from pman.settings import Settings
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A job's state as an adapter works it out from the engine's objects."""
+
+    state: JobState
+    #: short machine-friendly cause, as JobInfo.reason
+    reason: str = ""
+    message: str = ""
+    exit_code: int | None = None
 
 
 class ChangeStream(Protocol):

@@ -29,13 +29,12 @@ import os
 import re
 import shlex
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import requests
 
-from pman.backends.base import Backend
+from pman.backends.base import Backend, Outcome
 from pman.errors import (
     BackendError,
     BackendUnavailable,
@@ -270,14 +269,6 @@ def failure_messages(failures: Any) -> list[str]:
         if text and text not in out:
             out.append(text)
     return out
-
-
-@dataclass(frozen=True)
-class Outcome:
-    state: JobState
-    reason: str = ""
-    message: str = ""
-    exit_code: int | None = None
 
 
 def _latest_attempts(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -19,7 +19,6 @@ import json
 import logging
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
@@ -30,7 +29,7 @@ import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from pman.backends.base import Backend, ChangeStream
+from pman.backends.base import Backend, ChangeStream, Outcome
 from pman.errors import (
     BackendError,
     BackendUnavailable,
@@ -108,14 +107,6 @@ def parse_time(text: str | None) -> datetime | None:
     if not text:
         return None
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-@dataclass(frozen=True)
-class Outcome:
-    state: JobState
-    reason: str = ""
-    message: str = ""
-    exit_code: int | None = None
 
 
 def _index(pod: dict[str, Any]) -> int:

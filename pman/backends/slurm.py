@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import quote, unquote
 
-from pman.backends.base import Backend
+from pman.backends.base import Backend, Outcome
 from pman.backends.local import tail_lines
 from pman.backends.slurm_client import QueueRow, SlurmClient, SlurmCommandError
 from pman.errors import (
@@ -170,14 +170,6 @@ def state_of(slurm_state: str) -> tuple[JobState, str]:
         log.warning("unknown SLURM job state %r", slurm_state)
         return JobState.UNKNOWN, f"SLURM state {slurm_state!r}"
     return SLURM_STATES[name]
-
-
-@dataclass(frozen=True)
-class Outcome:
-    state: JobState
-    reason: str = ""
-    message: str = ""
-    exit_code: int | None = None
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
@@ -35,7 +35,7 @@ from docker.types import (
     TaskTemplate,
 )
 
-from pman.backends.base import ChangeStream
+from pman.backends.base import ChangeStream, Outcome
 from pman.backends.docker import ContainerEvents, DockerBackend, parse_engine_time
 from pman.errors import (
     BackendUnavailable,
@@ -153,14 +153,6 @@ def choose_gpu_kind(nodes: Iterable[dict[str, Any]], count: int) -> str:
     return fitting[0]
 
 
-@dataclass(frozen=True)
-class _Outcome:
-    state: JobState
-    reason: str = ""
-    message: str = ""
-    exit_code: int | None = None
-
-
 def _task_text(task: dict[str, Any]) -> str:
     st = task.get("Status") or {}
     return str(st.get("Err") or st.get("Message") or st.get("State", ""))
@@ -172,7 +164,7 @@ def job_state(
     memory_limit: int,
     pending_timeout: float,
     now: datetime,
-) -> _Outcome:
+) -> Outcome:
     """The job's state from all of its tasks.
 
     A job is decided once every worker has ended (a task that stays pending
@@ -201,16 +193,16 @@ def job_state(
             live.append(state)
     if live or len(ended) < workers:
         if JobState.RUNNING in live or any(s.finished for _, s in ended):
-            return _Outcome(JobState.RUNNING, message="running")
+            return Outcome(JobState.RUNNING, message="running")
         if JobState.UNKNOWN in live:
-            return _Outcome(JobState.UNKNOWN, "unknown_status", "swarm task state unknown")
-        return _Outcome(JobState.QUEUED, message="waiting for the swarm to start it")
+            return Outcome(JobState.UNKNOWN, "unknown_status", "swarm task state unknown")
+        return Outcome(JobState.QUEUED, message="waiting for the swarm to start it")
 
     for wanted in (JobState.SYSTEM_ERROR, JobState.FAILED, JobState.CANCELLED):
         for task, state in ended:
             if state is wanted:
                 return _ended_outcome(task, state, memory_limit, pending_timeout, workers)
-    return _Outcome(
+    return Outcome(
         JobState.SUCCEEDED,
         message="exited with code 0" if workers == 1 else f"all {workers} workers exited with 0",
         exit_code=0,
@@ -219,38 +211,36 @@ def job_state(
 
 def _ended_outcome(
     task: dict[str, Any], state: JobState, memory_limit: int, pending_timeout: float, workers: int
-) -> _Outcome:
+) -> Outcome:
     st = task.get("Status") or {}
     text = _task_text(task)
     who = f"worker {_worker_index(task)}: " if workers > 1 else ""
     code = (st.get("ContainerStatus") or {}).get("ExitCode")
     name = str(st.get("State", "")).lower()
     if name == "pending":
-        return _Outcome(
+        return Outcome(
             JobState.SYSTEM_ERROR,
             "not_scheduled",
             f"{who}the swarm could not place the job within {pending_timeout:g} s: {text}",
         )
     if name == "rejected":
-        return _Outcome(JobState.SYSTEM_ERROR, "rejected", f"{who}rejected by the swarm: {text}")
+        return Outcome(JobState.SYSTEM_ERROR, "rejected", f"{who}rejected by the swarm: {text}")
     if state is JobState.SYSTEM_ERROR:
-        return _Outcome(JobState.SYSTEM_ERROR, name, f"{who}{name}: {text}")
+        return Outcome(JobState.SYSTEM_ERROR, name, f"{who}{name}: {text}")
     if state is JobState.CANCELLED:
-        return _Outcome(JobState.CANCELLED, "shutdown", f"{who}stopped by the swarm: {text}")
+        return Outcome(JobState.CANCELLED, "shutdown", f"{who}stopped by the swarm: {text}")
     # failed: a task that never got to "started" could not run at all
     if st.get("Message") != "started" and str(st.get("Err", "")).startswith("starting container"):
-        return _Outcome(
-            JobState.SYSTEM_ERROR, "start_failed", f"{who}could not start: {text}", code
-        )
+        return Outcome(JobState.SYSTEM_ERROR, "start_failed", f"{who}could not start: {text}", code)
     if code == 137 and memory_limit:
-        return _Outcome(
+        return Outcome(
             JobState.FAILED,
             "killed",
             f"{who}killed by SIGKILL (exit code 137), most likely out of memory "
             f"(memory_limit {memory_limit // _MIB} MiB)",
             code,
         )
-    return _Outcome(JobState.FAILED, "exit_code", f"{who}exited with code {code}: {text}", code)
+    return Outcome(JobState.FAILED, "exit_code", f"{who}exited with code {code}: {text}", code)
 
 
 def _workers_of(service: dict[str, Any]) -> int:
