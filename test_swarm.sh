@@ -129,8 +129,10 @@ URL=http://127.0.0.1:$PORT
 log "deploying stack $STACK (CONTAINER_ENV=$PMAN_CONTAINER_ENV, port $PORT, STOREBASE=$STOREBASE)"
 deployed=1
 # the images are local: no registry to resolve them against
+# the deployed pman requires a bearer token, as any deployment should
+PMAN_TOKEN=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 STOREBASE=$STOREBASE PMAN_PUBLISHED_PORT=$PORT PMAN_JOB_LABELS="$RUN_LABEL=$STACK" \
-  docker stack deploy --resolve-image never -c docker-compose.yml "$STACK" >&2
+  PMAN_AUTH_TOKENS=$PMAN_TOKEN docker stack deploy --resolve-image never -c docker-compose.yml "$STACK" >&2
 
 t1=$SECONDS
 until curl -sf --max-time 5 -o /dev/null "$URL/health"; do
@@ -147,8 +149,8 @@ log "pman answers at $URL after $((SECONDS - t1))s"
 
 # ------------------------------------------------------------ test
 set +e
-PMAN_URL=$URL PMAN_STOREBASE=$STOREBASE PMAN_EXPECT_CONTAINER_ENV=$PMAN_CONTAINER_ENV \
-  PMAN_REQUIRE_ENGINES=1 "$VENV/bin/pytest" -p no:cacheprovider tests/remote "$@"
+PMAN_URL=$URL PMAN_TOKEN=$PMAN_TOKEN PMAN_STOREBASE=$STOREBASE \
+  PMAN_EXPECT_CONTAINER_ENV=$PMAN_CONTAINER_ENV PMAN_REQUIRE_ENGINES=1 "$VENV/bin/pytest" -p no:cacheprovider tests/remote "$@"
 rc=$?
 set -e
 # pytest's 5 (no tests collected) is non-zero, hence a failure, like any other

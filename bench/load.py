@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -49,6 +50,15 @@ sys.path.insert(0, str(ROOT))
 
 SOCKETS = {"docker": "unix:///var/run/docker.sock", "podman": "unix:///run/podman/podman.sock"}
 IMAGE = os.environ.get("PMAN_TEST_IMAGE", "localhost/pman-test-plugin:latest")
+#: the bearer token the benchmarked pman requires
+TOKEN = secrets.token_hex(32)
+
+
+def session() -> requests.Session:
+    """An HTTP session that sends pman's bearer token."""
+    http = requests.Session()
+    http.headers["Authorization"] = f"Bearer {TOKEN}"
+    return http
 CLIENTS = 16
 
 
@@ -114,6 +124,8 @@ class Pman:
             "PMAN_LOG_LEVEL": "WARNING",
             # one access-log line per poll would be measured too; operators choose
             "PMAN_ACCESS_LOG": "no",
+            # measured as deployed: every request carries and is checked for a token
+            "PMAN_AUTH_TOKENS": TOKEN,
         }
         pman = Path(sys.executable).with_name("pman")
         self.proc = subprocess.Popen(
@@ -204,6 +216,8 @@ def run_wrk(
             f"-c{clients}",
             f"-d{seconds}s",
             "--latency",
+            "-H",
+            f"Authorization: Bearer {TOKEN}",
             "-s",
             script,
             url,
@@ -242,7 +256,7 @@ def tracker_lag(
     threads = [threading.Thread(target=background) for _ in range(CLIENTS)]
     for t in threads:
         t.start()
-    http = requests.Session()
+    http = session()
     lags = []
     try:
         jids = [f"bench-lag-{uuid.uuid4().hex[:8]}" for _ in range(count)]
@@ -374,7 +388,7 @@ def main() -> None:
     }
     work = Path(tempfile.mkdtemp(prefix="pman-bench-"))
     pman = Pman(args.backend, work, args.workers, args.threads)
-    http = requests.Session()
+    http = session()
     try:
         # ---- reference: the engine's own create+start and remove
         direct = []
@@ -426,7 +440,7 @@ def main() -> None:
 
         def requests_local() -> requests.Session:
             if not hasattr(local, "s"):
-                local.s = requests.Session()
+                local.s = session()
             return local.s
 
         def upstream_poll() -> None:

@@ -85,6 +85,7 @@ def make_pman(base: Path, name: str, **env: str) -> Any:
             "STOREBASE": str(storebase),
             "PMAN_DATA_DIR": str(base / f"data-{name}"),
             "PMAN_TRACKER": "no",
+            "PMAN_AUTH": "none",
             "PMAN_ACCESS_LOG": "no",
             "PMAN_LOG_LEVEL": "WARNING",
             **env,

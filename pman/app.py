@@ -8,6 +8,7 @@ import logging
 from flask import Flask
 
 from pman.api import health, register_error_handlers, v1
+from pman.api.auth import Authenticator, AuthMiddleware
 from pman.api.context import EXTENSION_KEY, Runtime
 from pman.api.fastpath import PollFastPath
 from pman.backends import load_backend
@@ -32,6 +33,8 @@ def create_app(
     ConfigError (all problems at once) on bad settings.
     """
     settings = settings or load_settings()
+    # before anything else is built: no credentials, no service
+    authenticator = Authenticator.from_settings(settings)
     backend = backend or load_backend(settings.container_env, settings)
     if registry is None:
         if settings.database_url.startswith("sqlite"):
@@ -42,8 +45,11 @@ def create_app(
     app = Flask("pman")
     app.config["SECRET_KEY"] = settings.secret_key
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions[EXTENSION_KEY] = Runtime(settings, service)
-    app.wsgi_app = PollFastPath(app.wsgi_app, service)  # type: ignore[method-assign]
+    app.extensions[EXTENSION_KEY] = Runtime(settings, service, authenticator)
+    # outermost: no route, the poll fast path included, runs without credentials
+    app.wsgi_app = AuthMiddleware(  # type: ignore[method-assign]
+        PollFastPath(app.wsgi_app, service), authenticator
+    )
     register_error_handlers(app)
     app.register_blueprint(v1)
     app.register_blueprint(health)

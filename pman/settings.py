@@ -107,6 +107,25 @@ def parse_labels(text: str) -> dict[str, str]:
     return labels
 
 
+def parse_tokens(text: str) -> tuple[str, ...]:
+    """PMAN_AUTH_TOKENS: comma-separated bearer tokens."""
+    tokens = tuple(t.strip() for t in text.split(",") if t.strip())
+    for t in tokens:
+        if any(c.isspace() or not c.isprintable() for c in t):
+            raise ValueError("a token must not contain spaces or control characters")
+    return tokens
+
+
+def read_tokens_file(path: str) -> tuple[str, ...]:
+    """PMAN_AUTH_TOKENS_FILE: one token per line; blank lines and ``#`` comments skipped."""
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror}") from e
+    lines = [line.strip() for line in text.splitlines()]
+    return parse_tokens(",".join(line for line in lines if line and not line.startswith("#")))
+
+
 _TOLERATION_KEYS = {"key", "operator", "value", "effect", "tolerationSeconds"}
 _TOLERATION_OPERATORS = ("Exists", "Equal")
 _TOLERATION_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
@@ -178,7 +197,7 @@ class Settings:
     cromwell_url: str | None = None
     #: wall-clock limit of a job in minutes (SLURM, Cromwell)
     timelimit_minutes: int = 30
-    secret_key: str | None = None
+    secret_key: str | None = field(default=None, repr=False)
     application_mode: str = "production"
     #: where pman keeps its own state (local backend's job folders, ...)
     data_dir: Path = Path("pman-data")
@@ -199,6 +218,16 @@ class Settings:
     #: seconds a swarm task may wait for a node (e.g. "insufficient resources")
     #: before its job is reported as an error
     swarm_pending_timeout: float = 60.0
+    # -- authentication (pman.api.auth)
+    #: "token": every endpoint but /health needs a bearer token; "none": no authentication
+    auth_mode: str = "token"
+    #: static bearer tokens (PMAN_AUTH_TOKENS and the lines of PMAN_AUTH_TOKENS_FILE)
+    auth_tokens: tuple[str, ...] = field(default=(), repr=False)
+    #: the user POST /api/v1/auth-token/ issues JWTs for
+    auth_user: str | None = None
+    auth_password: str | None = field(default=None, repr=False)
+    #: seconds a JWT from /api/v1/auth-token/ stays valid
+    auth_token_lifetime: int = 3600
     # -- Kubernetes (CONTAINER_ENV=kubernetes)
     #: kubeconfig file; None: in-cluster config inside a pod, else ~/.kube/config
     kubeconfig: str | None = None
@@ -380,6 +409,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         swarm_pending_timeout=env.float(
             "PMAN_SWARM_PENDING_TIMEOUT", 60.0, validate=Range(min=1.0)
         ),
+        auth_mode=env.str("PMAN_AUTH", "token", validate=OneOf(("token", "none"))),
+        auth_user=env.str("PMAN_AUTH_USER", None),
+        auth_password=env.str("PMAN_AUTH_PASSWORD", None),
+        auth_token_lifetime=env.int(
+            "PMAN_AUTH_TOKEN_LIFETIME", 3600, validate=Range(min=60, max=30 * 86400)
+        ),
         kubeconfig=env.str("KUBECONFIG", None),
         kubernetes_in_cluster=bool(environ.get("KUBERNETES_SERVICE_HOST")),
         kubernetes_gpu_resource=env.str("KUBERNETES_GPU_RESOURCE", "nvidia.com/gpu"),
@@ -393,6 +428,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     values["container_user"] = custom("CONTAINER_USER", ContainerUser.parse, ContainerUser())
     values["shm_size"] = custom("SHM_SIZE", parse_mebibytes, None)
     values["tolerations"] = custom("TOLERATIONS", parse_tolerations, ())
+    values["auth_tokens"] = custom("PMAN_AUTH_TOKENS", parse_tokens, ()) + custom(
+        "PMAN_AUTH_TOKENS_FILE", read_tokens_file, ()
+    )
     custom("PMAN_DATABASE_URL", _check_database_url, None)
     # ---- SLURM backend ----------------------------------------------------
     values["slurm_job_dir"] = env.path("SLURM_JOB_DIR", None)

@@ -53,7 +53,15 @@ cmd_run() {
   export CONTAINER_ENV=${CONTAINER_ENV:-local}
   export STOREBASE=${STOREBASE:-$ROOT/storebase}
   export PMAN_DATA_DIR=${PMAN_DATA_DIR:-$ROOT/pman-data}
-  mkdir -p "$STOREBASE"
+  mkdir -p "$STOREBASE" "$PMAN_DATA_DIR"
+  # pman serves nobody without credentials: a token of its own for this
+  # checkout, made once (give PMAN_AUTH_TOKENS, or PMAN_AUTH=none, to choose)
+  if [ -z "${PMAN_AUTH_TOKENS:-}${PMAN_AUTH_TOKENS_FILE:-}" ] && [ "${PMAN_AUTH:-}" != none ]; then
+    local token_file=$PMAN_DATA_DIR/dev-token
+    [ -s "$token_file" ] || (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$token_file")
+    export PMAN_AUTH_TOKENS_FILE=$token_file
+    log "clients must send: Authorization: Bearer \$(cat $token_file)"
+  fi
   log "serving on http://127.0.0.1:${PMAN_PORT:-5010} (CONTAINER_ENV=$CONTAINER_ENV STOREBASE=$STOREBASE)"
   exec "$VENV/bin/pman" serve --host "${PMAN_HOST:-127.0.0.1}" --port "${PMAN_PORT:-5010}"
 }

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from flask import current_app
 
+from pman.api.auth import Authenticator
 from pman.backends.base import Backend
 from pman.service import JobService
 from pman.settings import Settings
@@ -17,6 +18,7 @@ EXTENSION_KEY = "pman"
 class Runtime:
     settings: Settings
     service: JobService
+    authenticator: Authenticator
 
     @property
     def backend(self) -> Backend:

@@ -34,12 +34,13 @@ def _query(name: str, description: str) -> dict[str, Any]:
 def _errors(*codes: int) -> dict[str, Any]:
     words = {
         400: "invalid request (the offending fields are named)",
+        401: "no or invalid credentials (see the WWW-Authenticate header)",
         404: "no such job",
         409: "a job with this jid exists with a different request",
         502: "the engine failed",
         503: "the engine is unreachable",
     }
-    return {str(c): _json(_ref("Error"), words[c]) for c in codes}
+    return {str(c): _json(_ref("Error"), words[c]) for c in (*codes, 401)}
 
 
 @cache
@@ -52,6 +53,8 @@ def openapi_document() -> dict[str, Any]:
         (schemas.Health, "serialization"),
         (schemas.JobList, "serialization"),
         (schemas.JobEvents, "serialization"),
+        (schemas.AuthTokenRequest, "validation"),
+        (schemas.AuthToken, "serialization"),
     ]
     _, top = models_json_schema(models, ref_template=_REF)
     jid_param = {
@@ -72,7 +75,10 @@ def openapi_document() -> dict[str, Any]:
             "/api/v1/": {
                 "get": {
                     "summary": "Server information",
-                    "responses": {"200": _json(_ref("ServerInfo"), "server information")},
+                    "responses": {
+                        "200": _json(_ref("ServerInfo"), "server information"),
+                        **_errors(),
+                    },
                 },
                 "post": {
                     "summary": "Submit a job",
@@ -140,12 +146,27 @@ def openapi_document() -> dict[str, Any]:
             "/api/v1/openapi.json": {
                 "get": {
                     "summary": "This document",
-                    "responses": {"200": {"description": "OpenAPI 3.1 document"}},
+                    "responses": {"200": {"description": "OpenAPI 3.1 document"}, **_errors()},
+                }
+            },
+            "/api/v1/auth-token/": {
+                "post": {
+                    "summary": "A bearer token (JWT) for PMAN_AUTH_USER and PMAN_AUTH_PASSWORD",
+                    "security": [],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("AuthTokenRequest")}},
+                    },
+                    "responses": {
+                        "200": _json(_ref("AuthToken"), "the token"),
+                        **_errors(400),
+                    },
                 }
             },
             "/health": {
                 "get": {
                     "summary": "200 when the backend and the job registry answer, else 503",
+                    "security": [],
                     "responses": {
                         "200": _json(_ref("Health"), "the backend answers"),
                         "503": _json(_ref("Health"), "the backend does not answer"),
@@ -153,5 +174,18 @@ def openapi_document() -> dict[str, Any]:
                 }
             },
         },
-        "components": {"schemas": top.get("$defs", {})},
+        # every operation needs a bearer token unless it says otherwise
+        # (the operator may turn authentication off: PMAN_AUTH=none)
+        "security": [{"bearer": []}],
+        "components": {
+            "schemas": top.get("$defs", {}),
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "a token of PMAN_AUTH_TOKENS, or a JWT from "
+                    "POST /api/v1/auth-token/",
+                }
+            },
+        },
     }

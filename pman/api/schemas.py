@@ -206,3 +206,18 @@ class JobEvents(BaseModel):
 
     jid: str
     events: list[JobEvent]
+
+
+class AuthTokenRequest(BaseModel):
+    """pfcon-style login: the configured PMAN_AUTH_USER and PMAN_AUTH_PASSWORD."""
+
+    model_config = ConfigDict(extra="forbid", title="AuthTokenRequest")
+
+    pman_user: str = Field(min_length=1, max_length=256)
+    pman_password: str = Field(min_length=1, max_length=1024)
+
+
+class AuthToken(BaseModel):
+    model_config = ConfigDict(title="AuthToken")
+
+    token: str = Field(description="send as Authorization: Bearer <token>")

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from pman.api import schemas
 from pman.api.context import runtime
+from pman.api.errors import error_response
 from pman.api.openapi import openapi_document
 from pman.errors import InvalidJobSpec, JobNotFound, PmanError
 from pman.models import JobInfo, JobRequest, JobState
@@ -123,6 +124,23 @@ def submit_job() -> tuple[Response, int]:
         raise _validation_error(e) from None
     done = runtime().service.submit(JobRequest(**model.model_dump()))
     return jsonify(job_body(done.record.info(), "")), 201 if done.created else 200
+
+
+@v1.post("/auth-token/")
+def auth_token() -> Response:
+    body = request.get_json(force=True, silent=True)
+    if not isinstance(body, dict):
+        raise InvalidJobSpec("the request body must be a JSON object", fields={"body": "not JSON"})
+    try:
+        login = schemas.AuthTokenRequest.model_validate(body)
+    except ValidationError as e:
+        raise _validation_error(e) from None
+    token = runtime().authenticator.login(login.pman_user, login.pman_password)
+    if token is None:
+        resp = error_response(401, "invalid credentials")
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="pman"'
+        return resp
+    return jsonify(schemas.AuthToken(token=token).model_dump())
 
 
 @v1.get("/<string:jid>/", strict_slashes=False)

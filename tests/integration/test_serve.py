@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -19,6 +20,15 @@ from tests.integration.conftest import PLUGIN_BIN
 pytestmark = pytest.mark.local
 
 
+TOKEN = secrets.token_hex(32)
+
+
+def authed() -> requests.Session:
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {TOKEN}"
+    return session
+
+
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     storebase = tmp_path / "storebase"
@@ -29,6 +39,10 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         "CONTAINER_ENV": "local",
         "STOREBASE": str(storebase),
         "PMAN_DATA_DIR": str(tmp_path / "data"),
+        "PMAN_AUTH_TOKENS": TOKEN,
+        "PMAN_AUTH_USER": "chris",
+        "PMAN_AUTH_PASSWORD": "chris1234",
+        "SECRET_KEY": secrets.token_hex(32),
     }
     pman = Path(sys.executable).with_name("pman")
     proc, url, _ = start_server([str(pman), "serve", "--port", "0", "--workers", "3"], env, 3)
@@ -42,23 +56,78 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 def test_pman_serve_runs_jobs_across_workers(served: tuple[str, Path]) -> None:
     url, storebase = served
     assert requests.get(f"{url}/health", timeout=10).status_code == 200
+    http = authed()
     bodies = [
         job_body(entrypoint=[str(PLUGIN_BIN / "copyplugin")], output_dir=f"key-1/out-{i}")
         for i in range(6)
     ]
     for b in bodies:
-        assert requests.post(f"{url}/api/v1/", json=b, timeout=30).status_code == 201
+        assert http.post(f"{url}/api/v1/", json=b, timeout=30).status_code == 201
     # every worker answers for every job: the state is not in one worker's memory
     for b in bodies:
         deadline = time.monotonic() + 30
         while True:
-            data = requests.get(f"{url}/api/v1/{b['jid']}/", timeout=30).json()
+            data = http.get(f"{url}/api/v1/{b['jid']}/", timeout=30).json()
             if data["status"] == "finishedSuccessfully" or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
         assert data["status"] == "finishedSuccessfully", data
         assert (storebase / b["output_dir"] / "out-data.txt").read_text() == "served\n"
-        assert requests.delete(f"{url}/api/v1/{b['jid']}/", timeout=30).status_code == 204
+        assert http.delete(f"{url}/api/v1/{b['jid']}/", timeout=30).status_code == 204
+
+
+def test_every_endpoint_but_health_needs_credentials(served: tuple[str, Path]) -> None:
+    url, _ = served
+    http = authed()
+    body = job_body(entrypoint=[str(PLUGIN_BIN / "copyplugin")])
+    assert http.post(f"{url}/api/v1/", json=body, timeout=30).status_code == 201
+    jid = body["jid"]
+    attempts = [
+        ("GET", "/api/v1/"),
+        ("POST", "/api/v1/"),
+        ("GET", f"/api/v1/{jid}/"),  # the poll fast path too
+        ("GET", f"/api/v1/{jid}/events/"),
+        ("DELETE", f"/api/v1/{jid}/"),
+        ("GET", "/api/v1/jobs/"),
+        ("GET", "/api/v1/openapi.json"),
+        ("GET", "/api/v1/no-such-job/"),
+    ]
+    for header in (None, "Bearer wrong-token", f"Basic {TOKEN}", f"Bearer {TOKEN}x"):
+        headers = {"Authorization": header} if header else {}
+        for method, path in attempts:
+            resp = requests.request(method, url + path, headers=headers, json=body, timeout=30)
+            assert resp.status_code == 401, (method, path, header, resp.text)
+            assert resp.headers["WWW-Authenticate"].startswith('Bearer realm="pman"')
+            # the same answer whatever the job: nothing about it is revealed
+            assert jid not in resp.text and resp.json()["message"] in (
+                "authentication required: send Authorization: Bearer <token>",
+                "invalid credentials",
+            )
+    # the job was neither deleted nor submitted twice by those
+    assert http.get(f"{url}/api/v1/{jid}/", timeout=30).status_code == 200
+    assert requests.get(f"{url}/health", timeout=30).status_code == 200
+
+
+def test_login_gives_a_jwt_that_works_until_it_expires(served: tuple[str, Path]) -> None:
+    url, _ = served
+    wrong = requests.post(
+        f"{url}/api/v1/auth-token/",
+        json={"pman_user": "chris", "pman_password": "nope"},
+        timeout=30,
+    )
+    assert wrong.status_code == 401 and "token" not in wrong.json()
+    resp = requests.post(
+        f"{url}/api/v1/auth-token/",
+        json={"pman_user": "chris", "pman_password": "chris1234"},
+        timeout=30,
+    )
+    assert resp.status_code == 200, resp.text
+    token = resp.json()["token"]
+    ok = requests.get(f"{url}/api/v1/", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert ok.status_code == 200
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    bad = requests.get(f"{url}/api/v1/", headers={"Authorization": f"Bearer {forged}"}, timeout=30)
+    assert bad.status_code == 401
 
 
 def test_bad_settings_stop_pman_serve_with_one_message(tmp_path: Path) -> None:

@@ -246,6 +246,7 @@ def test_two_workers_one_tracker(tmp_path: Path, server: str) -> None:
         "CONTAINER_ENV": "local",
         "STOREBASE": str(storebase),
         "PMAN_DATA_DIR": str(data),
+        "PMAN_AUTH": "none",
     }
     bindir = Path(sys.executable).parent
     argv = [a.format(pman=bindir / "pman", gunicorn=bindir / "gunicorn") for a in SERVERS[server]]

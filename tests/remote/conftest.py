@@ -58,7 +58,8 @@ class Deployed:
         return b
 
     def request(self, method: str, path: str, **kw: Any) -> requests.Response:
-        return requests.request(method, f"{self.url}{path}", timeout=60, **kw)
+        headers = {**auth_headers(), **kw.pop("headers", {})}
+        return requests.request(method, f"{self.url}{path}", timeout=60, headers=headers, **kw)
 
     def post(self, body: Any) -> requests.Response:
         return self.request("POST", "/api/v1/", json=body)
@@ -97,11 +98,17 @@ def _required(name: str) -> str:
     return value
 
 
+def auth_headers() -> dict[str, str]:
+    """The bearer token the deployed pman was given (PMAN_TOKEN), if any."""
+    token = os.environ.get("PMAN_TOKEN", "")
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 @pytest.fixture(scope="session")
 def pman_url() -> str:
     url = _required("PMAN_URL").rstrip("/")
     try:
-        requests.get(f"{url}/api/v1/", timeout=10).raise_for_status()
+        requests.get(f"{url}/api/v1/", headers=auth_headers(), timeout=10).raise_for_status()
     except requests.RequestException as e:
         pytest.fail(f"the deployed pman does not answer at {url}: {e}", pytrace=False)
     return url

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 
+import requests
+
 from tests.remote.conftest import Deployed
 
 
@@ -20,6 +22,12 @@ def test_server_info_names_the_backend(deployed: Deployed) -> None:
     assert info["container_env"]
     assert info["storage_type"] == "host"
     assert info["server_version"]
+
+
+def test_requests_without_the_token_are_refused(deployed: Deployed) -> None:
+    resp = requests.get(f"{deployed.url}/api/v1/", timeout=30)
+    assert resp.status_code == 401
+    assert resp.headers["WWW-Authenticate"].startswith("Bearer")
 
 
 def test_health(deployed: Deployed) -> None:

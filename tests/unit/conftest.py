@@ -27,6 +27,8 @@ def make_settings(storebase: Path, tmp_path: Path, **env: str) -> Settings:
         "STOREBASE": str(storebase),
         "PMAN_DATA_DIR": str(tmp_path / "data"),
         "PMAN_TRACKER": "off",
+        # authentication has its own tests (test_auth.py)
+        "PMAN_AUTH": "none",
         **env,
     }
     return load_settings(environ)
