@@ -117,6 +117,13 @@ def test_jwt_login_expiry_and_forgery(tmp_path: Path) -> None:
     assert auth.check(f"Bearer {no_exp}") == "invalid_token"
 
 
+def test_no_jwt_accepted_without_a_configured_login(tmp_path: Path) -> None:
+    auth = Authenticator.from_settings(settings(tmp_path, PMAN_AUTH_TOKENS=TOKEN, SECRET_KEY=KEY))
+    now = int(time.time())
+    signed = jwt.encode({"sub": "x", "aud": "pman", "iat": now, "exp": now + 60}, KEY)
+    assert auth.check(f"Bearer {signed}") == "invalid_token"
+
+
 def test_secrets_never_shown(tmp_path: Path) -> None:
     s = settings(
         tmp_path, PMAN_AUTH_TOKENS=TOKEN, PMAN_AUTH_USER="u", PMAN_AUTH_PASSWORD="pw" * 20,
