@@ -51,8 +51,14 @@ def build_command(
     return cmd
 
 
-def build_spec(request: JobRequest, settings: Settings, storage: Storage) -> JobSpec:
-    """The job to run for ``request`` under ``settings``; raises InvalidJobSpec."""
+def build_spec(
+    request: JobRequest, settings: Settings, storage: Storage, image: str | None = None
+) -> JobSpec:
+    """The job to run for ``request`` under ``settings``; raises InvalidJobSpec.
+
+    ``image`` is the reference to run when it differs from the request's (fully
+    qualified under PMAN_IMAGE_ALLOWLIST, see pman.limits)."""
+    image = image or request.image
     mounts = storage.resolve(request.input_dir, request.output_dir)
     env = list(request.env)
     if settings.enable_home_workaround:
@@ -66,12 +72,12 @@ def build_spec(request: JobRequest, settings: Settings, storage: Storage) -> Job
         LABEL_FINGERPRINT: fingerprint,
         LABEL_AUID: request.auid,
         LABEL_TYPE: request.type,
-        LABEL_IMAGE: request.image,
+        LABEL_IMAGE: image,
         LABEL_INSTANCE: settings.instance,
     }
     return JobSpec(
         name=request.jid,
-        image=request.image,
+        image=image,
         command=build_command(
             request.entrypoint, request.args, request.args_path_flags, request.type
         ),

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pman.backends.base import Backend
 from pman.errors import InvalidJobSpec, JobExists
 from pman.jobs import build_spec
+from pman.limits import check_request
 from pman.models import JobRequest
 from pman.registry import Event, JobRecord, Page, Registry
 from pman.settings import Settings
@@ -53,7 +54,8 @@ class JobService:
         """Record, then submit: a crash in between leaves a record the tracker
         resolves, never an engine job without a record."""
         self.check_name(request.jid)
-        spec = build_spec(request, self.settings, self.storage)
+        image = check_request(request, self.settings.limits)
+        spec = build_spec(request, self.settings, self.storage, image=image)
         try:
             record = self.registry.create(spec, self.backend.name)
         except JobExists as e:

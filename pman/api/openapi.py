@@ -36,6 +36,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         400: "invalid request (the offending fields are named)",
         404: "no such job",
         409: "a job with this jid exists with a different request",
+        413: "the request body is over PMAN_MAX_REQUEST_BYTES (default 1 MiB)",
         502: "the engine failed",
         503: "the engine is unreachable",
     }
@@ -83,7 +84,7 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "201": _json(_ref("Job"), "job created"),
                         "200": _json(_ref("Job"), "the same request again: the existing job"),
-                        **_errors(400, 409, 502, 503),
+                        **_errors(400, 409, 413, 502, 503),
                     },
                 },
             },
