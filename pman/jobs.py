@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
 from pman.models import INCOMING, OUTGOING, JobRequest, JobSpec, PluginType, Resources
 from pman.settings import Settings
@@ -94,5 +95,28 @@ def build_spec(
         fingerprint=fingerprint,
         uid=user.uid.pick() if user.uid else None,
         gid=user.gid.pick() if user.gid else None,
+        labels=labels,
+    )
+
+
+def spec_from_record(
+    data: Mapping[str, Any], labels: dict[str, str], fingerprint: str, storage: Storage
+) -> JobSpec:
+    """The JobSpec of a job waiting in pman's queue, from what the registry keeps
+    of it (registry._spec_json). Its folders are resolved and confined again:
+    STOREBASE may have changed while it waited. Raises InvalidJobSpec."""
+    mounts = storage.resolve(data["mounts"]["input_dir"], data["mounts"]["output_dir"])
+    return JobSpec(
+        name=data["name"],
+        image=data["image"],
+        command=list(data["command"]),
+        env=list(data["env"]),
+        resources=Resources(**data["resources"]),
+        mounts=mounts,
+        plugin_type=data["plugin_type"],
+        auid=data["auid"],
+        fingerprint=fingerprint,
+        uid=data.get("uid"),
+        gid=data.get("gid"),
         labels=labels,
     )
