@@ -105,8 +105,10 @@ class JobService:
             log.info("job %s not deleted: REMOVE_JOBS=no", jid)
             return
         if record.reason == QUEUE_REASON and self.registry.dequeue(record.id):
+            # it never reached the engine; those behind it move up
+            self.registry.refresh_queue_messages(self.backend.name, self.settings.max_running)
             log.info("job %s deleted from pman's queue", jid)
-            return  # it never reached the engine
+            return
         self.backend.delete(jid)
         self.registry.mark_deleted(record.id)
         log.info("job %s deleted", jid)
