@@ -347,3 +347,43 @@ def test_openapi_documents_the_static_bounds_and_413(client: FlaskClient) -> Non
     assert props["output_dir"]["maxLength"] == 4096
     assert props["cpu_limit"]["anyOf"][0]["maximum"] == 2**31 - 1
     assert "413" in doc["paths"]["/api/v1/"]["post"]["responses"]
+
+
+# ---- hardening options given to the engines -----------------------------------------
+def test_docker_and_swarm_confinement_options(tmp_path: Path) -> None:
+    import docker
+
+    from pman.backends.docker import DockerBackend
+    from pman.backends.swarm import SwarmBackend
+    from pman.models import JobSpec, Mounts, Resources
+
+    job = JobSpec(
+        name="job-1",
+        image="img",
+        command=["copyplugin", "/share/outgoing"],
+        env=[],
+        resources=Resources(1, 500, 64, 0),
+        mounts=Mounts("in", "out", tmp_path / "in", tmp_path / "out"),
+        plugin_type="fs",
+        auid="chris",
+        fingerprint="f",
+    )
+    api = docker.APIClient(base_url="unix:///nonexistent.sock", version="1.41")
+    for env, added, read_only in (
+        ({}, None, False),
+        ({"PMAN_CAP_ADD": "chown", "PMAN_READ_ONLY_ROOTFS": "yes"}, ["CAP_CHOWN"], True),
+    ):
+        s = load_settings({"CONTAINER_ENV": "docker", "STOREBASE": str(tmp_path), **env})
+        hc = DockerBackend(api, s)._host_config(job)
+        assert hc["CapDrop"] == ["ALL"]
+        assert hc.get("CapAdd") == added
+        assert hc["SecurityOpt"] == ["no-new-privileges"]
+        assert bool(hc.get("ReadonlyRootfs")) is read_only
+        assert ("/tmp" in hc.get("Tmpfs", {})) is read_only
+        swarm = load_settings({"CONTAINER_ENV": "swarm", "STOREBASE": str(tmp_path), **env})
+        c = SwarmBackend(api, swarm).task_template(job)["ContainerSpec"]
+        assert c["CapabilityDrop"] == ["ALL"]
+        assert c.get("CapabilityAdd") == added
+        assert bool(c.get("ReadOnly")) is read_only
+        tmp = [m for m in c["Mounts"] if m["Target"] == "/tmp"]
+        assert bool(tmp) is read_only and all(m["Type"] == "tmpfs" for m in tmp)
