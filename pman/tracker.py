@@ -25,6 +25,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -183,9 +184,8 @@ class Tracker:
         #: this pman's PMAN_INSTANCE: jobs another pman made are not adopted
         self.instance = instance
         #: PMAN_MAX_RUNNING: the tracker starts jobs waiting in pman's queue
-        if max_running > 0 and storage is None:
-            raise ValueError("a tracker that starts queued jobs needs the storage to place them")
         self.max_running = max_running
+        #: to place queued jobs' folders when they start
         self.storage = storage
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -348,7 +348,7 @@ class Tracker:
                 if info is not None and info.state is JobState.RUNNING:
                     running[record.id] = record.jid
         self._running = running
-        if self.max_running > 0 and any(r.reason == QUEUE_REASON for r in records):
+        if any(r.reason == QUEUE_REASON for r in records):
             self._start_queued(report)
         self.last_report = report
         log.debug(
@@ -402,15 +402,19 @@ class Tracker:
     # ---------------------------------------------------------------- queue
     def _start_queued(self, report: CycleReport) -> None:
         """Start waiting jobs, oldest first, while fewer than ``max_running`` are
-        on the engine (counted in the registry: after this cycle's updates)."""
+        on the engine (counted in the registry: after this cycle's updates).
+        Without a limit (PMAN_MAX_RUNNING lowered to 0 over a restart) every
+        waiting job starts."""
+        limit = self.max_running if self.max_running > 0 else sys.maxsize
         while not self._stop.is_set():
-            record = self.registry.claim_next(self.backend.name, self.max_running)
+            record = self.registry.claim_next(self.backend.name, limit)
             if record is None:
                 break
             self._submit_claimed(record)  # raises BackendUnavailable, job back in its place
             report.started += 1
             report.engine_calls += 1
-        self.registry.refresh_queue_messages(self.backend.name, self.max_running)
+        if self.max_running > 0:
+            self.registry.refresh_queue_messages(self.backend.name, self.max_running)
 
     def _submit_claimed(self, record: JobRecord) -> None:
         """Submit a job taken from the queue. An engine that cannot be reached
@@ -432,7 +436,8 @@ class Tracker:
 
         try:
             data, labels, fingerprint = self.registry.queued_spec(record.id)
-            assert self.storage is not None  # see __init__
+            if self.storage is None:
+                raise PmanError("this tracker was built without the storage to place it")
             spec = spec_from_record(data, labels, fingerprint, self.storage)
             self.storage.prepare_output(spec.mounts)
             info = self.backend.submit(spec)

@@ -182,3 +182,13 @@ def test_without_a_limit_nothing_waits(storebase: Path, tmp_path: Path, fake: Fa
     assert len(fake.jobs) == 5
     registry = app.extensions["pman"].service.registry
     assert all(r.reason != QUEUE_REASON for r in registry.unfinished())
+
+
+def test_a_queue_left_by_a_pman_with_a_limit_starts_without_one(
+    storebase: Path, tmp_path: Path, fake: FakeBackend, client: FlaskClient
+) -> None:
+    for jid in ("a", "b", "w1", "w2"):
+        assert post(client, jid).status_code == 201
+    unlimited = create_app(settings=make_settings(storebase, tmp_path), backend=fake)
+    assert unlimited.extensions["pman"].service.tracker.run_once().started == 2
+    assert {"w1", "w2"} <= set(fake.jobs)
