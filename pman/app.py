@@ -44,6 +44,11 @@ def create_app(
     service = JobService(settings, backend, Storage(settings), registry, tracker)
     app = Flask("pman")
     app.config["SECRET_KEY"] = settings.secret_key
+    # werkzeug refuses a Content-Length over it before reading, and stops reading
+    # a chunked body there; one byte more than the limit, so that the POST route
+    # can tell a body of exactly the limit from a longer one it cut (api/v1.py)
+    app.config["PMAN_MAX_REQUEST_BYTES"] = settings.max_request_bytes
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes + 1
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[EXTENSION_KEY] = Runtime(settings, service, authenticator)
     # outermost: no route, the poll fast path included, runs without credentials

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
 from pman.models import INCOMING, OUTGOING, JobRequest, JobSpec, PluginType, Resources
 from pman.settings import Settings
@@ -51,8 +52,14 @@ def build_command(
     return cmd
 
 
-def build_spec(request: JobRequest, settings: Settings, storage: Storage) -> JobSpec:
-    """The job to run for ``request`` under ``settings``; raises InvalidJobSpec."""
+def build_spec(
+    request: JobRequest, settings: Settings, storage: Storage, image: str | None = None
+) -> JobSpec:
+    """The job to run for ``request`` under ``settings``; raises InvalidJobSpec.
+
+    ``image`` is the reference to run when it differs from the request's (fully
+    qualified under PMAN_IMAGE_ALLOWLIST, see pman.limits)."""
+    image = image or request.image
     mounts = storage.resolve(request.input_dir, request.output_dir)
     env = list(request.env)
     if settings.enable_home_workaround:
@@ -66,12 +73,12 @@ def build_spec(request: JobRequest, settings: Settings, storage: Storage) -> Job
         LABEL_FINGERPRINT: fingerprint,
         LABEL_AUID: request.auid,
         LABEL_TYPE: request.type,
-        LABEL_IMAGE: request.image,
+        LABEL_IMAGE: image,
         LABEL_INSTANCE: settings.instance,
     }
     return JobSpec(
         name=request.jid,
-        image=request.image,
+        image=image,
         command=build_command(
             request.entrypoint, request.args, request.args_path_flags, request.type
         ),
@@ -88,5 +95,28 @@ def build_spec(request: JobRequest, settings: Settings, storage: Storage) -> Job
         fingerprint=fingerprint,
         uid=user.uid.pick() if user.uid else None,
         gid=user.gid.pick() if user.gid else None,
+        labels=labels,
+    )
+
+
+def spec_from_record(
+    data: Mapping[str, Any], labels: dict[str, str], fingerprint: str, storage: Storage
+) -> JobSpec:
+    """The JobSpec of a job waiting in pman's queue, from what the registry keeps
+    of it (registry._spec_json). Its folders are resolved and confined again:
+    STOREBASE may have changed while it waited. Raises InvalidJobSpec."""
+    mounts = storage.resolve(data["mounts"]["input_dir"], data["mounts"]["output_dir"])
+    return JobSpec(
+        name=data["name"],
+        image=data["image"],
+        command=list(data["command"]),
+        env=list(data["env"]),
+        resources=Resources(**data["resources"]),
+        mounts=mounts,
+        plugin_type=data["plugin_type"],
+        auid=data["auid"],
+        fingerprint=fingerprint,
+        uid=data.get("uid"),
+        gid=data.get("gid"),
         labels=labels,
     )

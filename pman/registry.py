@@ -36,10 +36,13 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    func,
     insert,
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 
@@ -112,6 +115,20 @@ job_events = Table(
     Column("message", Text, nullable=False, default=""),
 )
 Index("job_events_by_job", job_events.c.job_id, job_events.c.id)
+
+#: one row that transactions deciding on the capacity queue update first: on
+#: PostgreSQL the row lock, on SQLite the database's write lock, makes them
+#: take turns, so no two of them hand out the same free slot
+gate = Table(
+    "pman_gate",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("turns", Integer, nullable=False, default=0),
+)
+_QUEUE_GATE = "queue"
+#: the ``reason`` of a job waiting in pman's own queue (PMAN_MAX_RUNNING): it is
+#: QUEUED and not on the engine yet
+QUEUE_REASON = "pman_queue"
 
 #: a record's columns: all but the request (``spec``), which only the table keeps
 _RECORD = [c for c in jobs.c if c.key != "spec"]
@@ -353,14 +370,21 @@ class Registry:
         for table in metadata.sorted_tables:
             for index in table.indexes:
                 index.create(self.engine, checkfirst=True)
+        with self.engine.begin() as conn:
+            self._make_gate(conn)
 
     def close(self) -> None:
         self.engine.dispose()
 
     # ---------------------------------------------------------------- writes
     @_db
-    def create(self, spec: JobSpec, backend: str) -> JobRecord:
-        """Record a job about to be submitted; JobExists if its jid has an active job."""
+    def create(self, spec: JobSpec, backend: str, max_running: int = 0) -> JobRecord:
+        """Record a job about to be submitted; JobExists if its jid has an active job.
+
+        With ``max_running`` > 0, the job is submitted only if fewer jobs of
+        ``backend`` are on the engine and none waits in pman's queue; otherwise it
+        is recorded as waiting (reason QUEUE_REASON) and the tracker starts it later.
+        """
         values = {
             "jid": spec.name,
             "backend": backend,
@@ -373,7 +397,16 @@ class Registry:
             "fingerprint": spec.fingerprint,
         }
         try:
-            return self._insert(values, spec.labels, "submitted")
+            if max_running <= 0:
+                return self._insert(values, spec.labels, "submitted")
+            with self.engine.begin() as conn:
+                self._take_turn(conn)
+                waiting = self._count(conn, backend, queued=True)
+                if waiting or self._count(conn, backend, queued=False) >= max_running:
+                    values["reason"] = QUEUE_REASON
+                    values["message"] = queue_message(waiting, max_running)
+                job_id = self._insert_in(conn, values, spec.labels, "submitted")
+            return self.get(job_id)
         except IntegrityError as e:
             existing = self.find_active(spec.name)
             raise JobExists(
@@ -413,20 +446,176 @@ class Registry:
 
     def _insert(self, values: dict[str, Any], labels: dict[str, str], event: str) -> JobRecord:
         """One new active job with its labels and its first event, in one transaction."""
+        with self.engine.begin() as conn:
+            job_id = self._insert_in(conn, values, labels, event)
+        return self.get(job_id)
+
+    @staticmethod
+    def _insert_in(conn: Any, values: dict[str, Any], labels: dict[str, str], event: str) -> int:
         t = now()
         row = {"active": True, "reason": "", "updated_at": t, **values}
         row["submitted_at"] = row.get("submitted_at") or t
-        with self.engine.begin() as conn:
-            job_id = conn.execute(insert(jobs).values(**row)).inserted_primary_key[0]
-            if labels:
-                conn.execute(
-                    insert(job_labels),
-                    [{"job_id": job_id, "key": k, "value": v} for k, v in labels.items()],
-                )
+        job_id = conn.execute(insert(jobs).values(**row)).inserted_primary_key[0]
+        if labels:
             conn.execute(
-                insert(job_events).values(job_id=job_id, at=t, state=row["state"], message=event)
+                insert(job_labels),
+                [{"job_id": job_id, "key": k, "value": v} for k, v in labels.items()],
+            )
+        conn.execute(
+            insert(job_events).values(job_id=job_id, at=t, state=row["state"], message=event)
+        )
+        return int(job_id)
+
+    # ------------------------------------------------------- the capacity queue
+    def _take_turn(self, conn: Any) -> None:
+        """Wait for the other transactions deciding on the queue; must be the
+        transaction's first statement (a write: SQLite then takes its write lock
+        before reading anything, so what it reads next is the latest)."""
+        turn = update(gate).where(gate.c.name == _QUEUE_GATE).values(turns=gate.c.turns + 1)
+        if conn.execute(turn).rowcount == 0:
+            # the row is made with the schema; should it be gone, make it again
+            self._make_gate(conn)
+            conn.execute(turn)
+
+    def _make_gate(self, conn: Any) -> None:
+        dialect_insert = sqlite_insert if self.is_sqlite else postgresql_insert
+        conn.execute(
+            dialect_insert(gate).values(name=_QUEUE_GATE, turns=0).on_conflict_do_nothing()
+        )
+
+    @staticmethod
+    def _count(conn: Any, backend: str, *, queued: bool) -> int:
+        """Jobs of ``backend`` waiting in pman's queue (``queued``), or else the
+        unfinished ones pman has given (or is giving) to the engine."""
+        waiting = jobs.c.reason == QUEUE_REASON
+        query = select(func.count()).where(
+            and_(
+                jobs.c.active,
+                jobs.c.backend == backend,
+                jobs.c.state.in_(UNFINISHED),
+                waiting if queued else ~waiting,
+            )
+        )
+        return int(conn.execute(query).scalar_one())
+
+    @_db
+    def claim_next(self, backend: str, max_running: int) -> JobRecord | None:
+        """The oldest job waiting in pman's queue, taken out of it to be submitted
+        now, if fewer than ``max_running`` jobs are on the engine; else None."""
+        with self.engine.begin() as conn:
+            self._take_turn(conn)
+            if self._count(conn, backend, queued=False) >= max_running:
+                return None
+            job_id = conn.execute(
+                select(jobs.c.id)
+                .where(
+                    and_(
+                        jobs.c.active,
+                        jobs.c.backend == backend,
+                        jobs.c.state == JobState.QUEUED.value,
+                        jobs.c.reason == QUEUE_REASON,
+                    )
+                )
+                .order_by(jobs.c.id)
+                .limit(1)
+            ).scalar()
+            if job_id is None:
+                return None
+            t = now()
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id)
+                .values(reason="", message="submitting", updated_at=t)
+            )
+            conn.execute(
+                insert(job_events).values(
+                    job_id=job_id,
+                    at=t,
+                    state=JobState.QUEUED.value,
+                    message="leaving pman's queue: submitting",
+                )
             )
         return self.get(job_id)
+
+    @_db
+    def unclaim(self, job_id: int, why: str) -> None:
+        """Put a claimed job back in the queue, in its place (the engine could not
+        be reached: the job is not at fault)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(jobs)
+                .where(and_(jobs.c.id == job_id, jobs.c.state == JobState.QUEUED.value))
+                .values(reason=QUEUE_REASON, message=f"queued by pman: {why}", updated_at=now())
+            )
+
+    @_db
+    def dequeue(self, job_id: int) -> bool:
+        """Delete a job that still waits in pman's queue (it never reached the
+        engine); False if it has left the queue meanwhile."""
+        with self.engine.begin() as conn:
+            self._take_turn(conn)
+            row = conn.execute(
+                select(jobs.c.reason, jobs.c.state, jobs.c.active).where(jobs.c.id == job_id)
+            ).first()
+            if row is None or not (
+                row.active and row.reason == QUEUE_REASON and row.state == JobState.QUEUED.value
+            ):
+                return False
+            t = now()
+            values = {
+                "active": False,
+                "deleted_at": t,
+                "updated_at": t,
+                "state": JobState.CANCELLED.value,
+                "reason": "deleted",
+                "message": "deleted while it waited in pman's queue",
+                "finished_at": t,
+            }
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
+            conn.execute(
+                insert(job_events).values(
+                    job_id=job_id, at=t, state=JobState.CANCELLED.value, message="deleted"
+                )
+            )
+        return True
+
+    @_db
+    def refresh_queue_messages(self, backend: str, max_running: int) -> int:
+        """Say again how many jobs are ahead of each waiting job; returns how many waited."""
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                select(jobs.c.id, jobs.c.message)
+                .where(
+                    and_(
+                        jobs.c.active,
+                        jobs.c.backend == backend,
+                        jobs.c.state == JobState.QUEUED.value,
+                        jobs.c.reason == QUEUE_REASON,
+                    )
+                )
+                .order_by(jobs.c.id)
+            ).all()
+            for ahead, row in enumerate(rows):
+                message = queue_message(ahead, max_running)
+                if row.message != message:
+                    conn.execute(
+                        update(jobs)
+                        .where(and_(jobs.c.id == row.id, jobs.c.reason == QUEUE_REASON))
+                        .values(message=message)
+                    )
+        return len(rows)
+
+    @_db
+    def queued_spec(self, job_id: int) -> tuple[dict[str, Any], dict[str, str], str]:
+        """What was recorded of a job's JobSpec to start it later: the spec's JSON
+        (``_spec_json``), its labels and its fingerprint."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(jobs.c.spec, jobs.c.fingerprint).where(jobs.c.id == job_id)
+            ).first()
+            if row is None or row.spec is None:
+                raise JobNotFound(f"no job record {job_id} with its request")
+            return dict(row.spec), self._labels(conn, [job_id]).get(job_id, {}), row.fingerprint
 
     @_db
     def forget(self, job_id: int) -> None:
@@ -637,6 +826,11 @@ class Registry:
         for r in rows:
             out.setdefault(r.job_id, {})[r.key] = r.value
         return out
+
+
+def queue_message(ahead: int, max_running: int) -> str:
+    jobs_ahead = f"{ahead} job{'s' if ahead != 1 else ''} ahead"
+    return f"queued by pman: {jobs_ahead}; at most {max_running} run at once (PMAN_MAX_RUNNING)"
 
 
 def _spec_json(spec: JobSpec) -> dict[str, Any]:

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from pman.backends.base import Backend
 from pman.errors import InvalidJobSpec, JobExists
 from pman.jobs import build_spec
+from pman.limits import check_request
 from pman.models import JobRequest
-from pman.registry import Event, JobRecord, Page, Registry
+from pman.registry import QUEUE_REASON, Event, JobRecord, Page, Registry
 from pman.settings import Settings
 from pman.storage import Storage
 from pman.tracker import Tracker
@@ -53,9 +54,12 @@ class JobService:
         """Record, then submit: a crash in between leaves a record the tracker
         resolves, never an engine job without a record."""
         self.check_name(request.jid)
-        spec = build_spec(request, self.settings, self.storage)
+        image = check_request(request, self.settings.limits)
+        spec = build_spec(request, self.settings, self.storage, image=image)
         try:
-            record = self.registry.create(spec, self.backend.name)
+            record = self.registry.create(
+                spec, self.backend.name, max_running=self.settings.max_running
+            )
         except JobExists as e:
             if e.existing is not None and e.existing.fingerprint == spec.fingerprint:
                 return Submitted(self.registry.active(spec.name), created=False)
@@ -63,6 +67,11 @@ class JobService:
                 f"job {spec.name!r} exists already with a different request; "
                 "delete it first or use another jid"
             ) from e
+        if record.reason == QUEUE_REASON:
+            # the engine is at PMAN_MAX_RUNNING: the tracker starts it in its turn
+            self.tracker.wake()
+            log.info("job %s queued: %s", spec.name, record.message)
+            return Submitted(record, created=True)
         try:
             self.storage.prepare_output(spec.mounts)
             info = self.backend.submit(spec)
@@ -94,6 +103,11 @@ class JobService:
         record = self.registry.active(jid)
         if not self.settings.remove_jobs:
             log.info("job %s not deleted: REMOVE_JOBS=no", jid)
+            return
+        if record.reason == QUEUE_REASON and self.registry.dequeue(record.id):
+            # it never reached the engine; those behind it move up
+            self.registry.refresh_queue_messages(self.backend.name, self.settings.max_running)
+            log.info("job %s deleted from pman's queue", jid)
             return
         self.backend.delete(jid)
         self.registry.mark_deleted(record.id)

@@ -21,6 +21,7 @@ from environs import Env, EnvValidationError
 from marshmallow.validate import OneOf, Range
 
 from pman.errors import ConfigError
+from pman.limits import ImagePattern, Limits, parse_capabilities, parse_image_allowlist
 
 CONTAINER_ENVS = ("local", "docker", "podman", "swarm", "kubernetes", "slurm", "cromwell")
 STORAGE_TYPES = ("host", "nfs", "docker_local_volume", "kubernetes_pvc")
@@ -244,6 +245,30 @@ class Settings:
     #: config error) before its job is reported as an error
     kubernetes_pending_timeout: float = 120.0
 
+    # ---- confinement and limits (issue 7) ------------------------------------
+    #: the largest request body accepted, in bytes (a bigger one is 413)
+    max_request_bytes: int = 1024 * 1024
+    #: at most this many items in args, args_path_flags and entrypoint, each
+    #: at most max_arg_length characters
+    max_args: int = 1000
+    max_arg_length: int = 4096
+    #: at most this many env entries, each at most max_env_length characters
+    max_env: int = 500
+    max_env_length: int = 32768
+    #: per-job caps; 0 = no cap. CPU in millicores, memory in MiB
+    max_cpu_limit: int = 0
+    max_memory_limit: int = 0
+    max_gpu_limit: int = 0
+    max_workers: int = 100
+    #: images a job may use (patterns); empty = any image
+    image_allowlist: tuple[ImagePattern, ...] = ()
+    #: capabilities given back to jobs on docker, podman and swarm (all others dropped)
+    cap_add: tuple[str, ...] = ()
+    #: docker, podman, swarm: the job's root filesystem is read-only (a tmpfs at /tmp)
+    read_only_rootfs: bool = False
+    #: the most jobs on the engine at once; more wait in pman's queue. 0 = no limit
+    max_running: int = 0
+
     # ---- SLURM backend (CONTAINER_ENV=slurm) ---------------------------------
     #: folder of each job's batch script, log and status files; pman and every
     #: compute node must see it at this path (a shared filesystem on a real
@@ -262,6 +287,21 @@ class Settings:
     #: SLURM_CONF passed to SLURM's commands, None for SLURM's own default
     slurm_conf: str | None = None
     # ---- end of SLURM backend -------------------------------------------------
+
+    @property
+    def limits(self) -> Limits:
+        """The bounds every request is checked against (pman.limits)."""
+        return Limits(
+            max_args=self.max_args,
+            max_arg_length=self.max_arg_length,
+            max_env=self.max_env,
+            max_env_length=self.max_env_length,
+            max_cpu_limit=self.max_cpu_limit,
+            max_memory_limit=self.max_memory_limit,
+            max_gpu_limit=self.max_gpu_limit,
+            max_workers=self.max_workers,
+            image_allowlist=self.image_allowlist,
+        )
 
     def docker_environment(self) -> dict[str, str]:
         """The DOCKER_* variables the docker SDK's ``from_env`` understands."""
@@ -422,7 +462,20 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         kubernetes_pending_timeout=env.float(
             "PMAN_KUBERNETES_PENDING_TIMEOUT", 120.0, validate=Range(min=1.0)
         ),
+        max_request_bytes=env.int("PMAN_MAX_REQUEST_BYTES", 1024 * 1024, validate=Range(min=1024)),
+        max_args=env.int("PMAN_MAX_ARGS", 1000, validate=Range(min=1)),
+        max_arg_length=env.int("PMAN_MAX_ARG_LENGTH", 4096, validate=Range(min=1)),
+        max_env=env.int("PMAN_MAX_ENV", 500, validate=Range(min=0)),
+        max_env_length=env.int("PMAN_MAX_ENV_LENGTH", 32768, validate=Range(min=1)),
+        max_cpu_limit=env.int("PMAN_MAX_CPU_LIMIT", 0, validate=Range(min=0)),
+        max_gpu_limit=env.int("PMAN_MAX_GPU_LIMIT", 0, validate=Range(min=0)),
+        max_workers=env.int("PMAN_MAX_WORKERS", 100, validate=Range(min=0)),
+        read_only_rootfs=env.bool("PMAN_READ_ONLY_ROOTFS", False),
+        max_running=env.int("PMAN_MAX_RUNNING", 0, validate=Range(min=0)),
     )
+    values["max_memory_limit"] = custom("PMAN_MAX_MEMORY_LIMIT", parse_mebibytes, 0)
+    values["image_allowlist"] = custom("PMAN_IMAGE_ALLOWLIST", parse_image_allowlist, ())
+    values["cap_add"] = custom("PMAN_CAP_ADD", parse_capabilities, ())
     values["job_labels"] = custom("JOB_LABELS", parse_labels, {})
     values["node_selector"] = custom("NODE_SELECTOR", parse_labels, {})
     values["container_user"] = custom("CONTAINER_USER", ContainerUser.parse, ContainerUser())

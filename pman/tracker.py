@@ -25,6 +25,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -35,11 +36,12 @@ from typing import IO, Any
 from sqlalchemy import text
 
 from pman.backends.base import Backend, ChangeStream
-from pman.errors import BackendUnavailable, JobNotFound, PmanError
-from pman.jobs import LABEL_AUID, LABEL_INSTANCE, LABEL_MANAGED
+from pman.errors import BackendUnavailable, JobExists, JobNotFound, PmanError
+from pman.jobs import LABEL_AUID, LABEL_INSTANCE, LABEL_MANAGED, spec_from_record
 from pman.models import JobInfo, JobState
-from pman.registry import Registry
+from pman.registry import QUEUE_REASON, JobRecord, Registry
 from pman.settings import Settings
+from pman.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +153,8 @@ class CycleReport:
     adopted: int = 0
     vanished: int = 0
     reconciled: bool = False
+    #: jobs started from pman's queue
+    started: int = 0
 
 
 class Tracker:
@@ -166,6 +170,8 @@ class Tracker:
         reconcile_every: float = 60.0,
         lock: LeaderLock | None = None,
         instance: str = "",
+        max_running: int = 0,
+        storage: Storage | None = None,
     ) -> None:
         self.registry = registry
         self.backend = backend
@@ -177,6 +183,10 @@ class Tracker:
         self.lock = lock or leader_lock_for(registry)
         #: this pman's PMAN_INSTANCE: jobs another pman made are not adopted
         self.instance = instance
+        #: PMAN_MAX_RUNNING: the tracker starts jobs waiting in pman's queue
+        self.max_running = max_running
+        #: to place queued jobs' folders when they start
+        self.storage = storage
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -206,6 +216,8 @@ class Tracker:
             interval=settings.tracker_interval,
             logs_every=settings.logs_refresh_seconds,
             instance=settings.instance,
+            max_running=settings.max_running,
+            storage=Storage(settings),
         )
 
     # ---------------------------------------------------------------- thread
@@ -329,11 +341,15 @@ class Tracker:
             live = {info.name: info for info in self.backend.list_active()}
             report.engine_calls += 1
             for record in records:
+                if record.reason == QUEUE_REASON:
+                    continue  # not on the engine yet
                 info = live.get(record.jid)
                 self._follow(record, info, report, told=record.jid in told)
                 if info is not None and info.state is JobState.RUNNING:
                     running[record.id] = record.jid
         self._running = running
+        if any(r.reason == QUEUE_REASON for r in records):
+            self._start_queued(report)
         self.last_report = report
         log.debug(
             "tracker cycle: %d watched, %d updated, %d engine calls, %.3f s",
@@ -382,6 +398,70 @@ class Tracker:
             report.engine_calls += 1
         if self.registry.record(record.id, info, logs) or logs is not None:
             report.updated += 1
+
+    # ---------------------------------------------------------------- queue
+    def _start_queued(self, report: CycleReport) -> None:
+        """Start waiting jobs, oldest first, while fewer than ``max_running`` are
+        on the engine (counted in the registry: after this cycle's updates).
+        Without a limit (PMAN_MAX_RUNNING lowered to 0 over a restart) every
+        waiting job starts."""
+        limit = self.max_running if self.max_running > 0 else sys.maxsize
+        while not self._stop.is_set():
+            record = self.registry.claim_next(self.backend.name, limit)
+            if record is None:
+                break
+            self._submit_claimed(record)  # raises BackendUnavailable, job back in its place
+            report.started += 1
+            report.engine_calls += 1
+        if self.max_running > 0:
+            self.registry.refresh_queue_messages(self.backend.name, self.max_running)
+
+    def _submit_claimed(self, record: JobRecord) -> None:
+        """Submit a job taken from the queue. An engine that cannot be reached
+        puts it back in its place; any other failure ends the job with the
+        engine's message (never dropped, never retried for ever)."""
+        jid = record.jid
+
+        def fail(message: str) -> None:
+            log.warning("tracker: could not start queued job %s: %s", jid, message)
+            self.registry.record(
+                record.id,
+                JobInfo(
+                    name=jid,
+                    state=JobState.SYSTEM_ERROR,
+                    reason="start_failed",
+                    message=f"could not start it from pman's queue: {message}",
+                ),
+            )
+
+        try:
+            data, labels, fingerprint = self.registry.queued_spec(record.id)
+            if self.storage is None:
+                raise PmanError("this tracker was built without the storage to place it")
+            spec = spec_from_record(data, labels, fingerprint, self.storage)
+            self.storage.prepare_output(spec.mounts)
+            info = self.backend.submit(spec)
+        except BackendUnavailable as e:
+            self.registry.unclaim(record.id, f"waiting for the engine ({e.message})")
+            raise
+        except JobExists as e:
+            if e.existing is not None and e.existing.fingerprint == record.fingerprint:
+                self.registry.record(record.id, e.existing)  # it got there before
+            else:
+                fail(f"the engine has a job named {jid!r} that pman did not record")
+            return
+        except PmanError as e:
+            fail(e.message)
+            return
+        except Exception as e:
+            log.exception("tracker: starting queued job %s", jid)
+            fail(f"internal error in pman ({type(e).__name__}); the server log has the details")
+            return
+        self.registry.record(record.id, info)
+        if not self.registry.get(record.id).active:
+            # deleted while it was being submitted: it must not run unrecorded
+            self.backend.delete(jid)
+        log.info("tracker: started queued job %s", jid)
 
     # ---------------------------------------------------------------- logs
     def _run_logs(self) -> None:

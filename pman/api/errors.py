@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify
-from werkzeug.exceptions import HTTPException
+from flask import Flask, Response, current_app, jsonify
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from pman.errors import (
     BackendError,
@@ -51,6 +51,16 @@ def register_error_handlers(app: Flask) -> None:
         if status >= 500:
             log.error("%s: %s", type(e).__name__, e.message)
         return error_response(status, e.message, e.fields)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(e: RequestEntityTooLarge) -> Response:
+        limit = current_app.config.get("PMAN_MAX_REQUEST_BYTES")
+        return error_response(
+            413,
+            f"the request body is larger than this pman accepts ({limit} bytes, "
+            "PMAN_MAX_REQUEST_BYTES)",
+            {"body": f"over {limit} bytes"},
+        )
 
     @app.errorhandler(HTTPException)
     def _http_error(e: HTTPException) -> Response:

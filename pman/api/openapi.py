@@ -37,6 +37,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         401: "no or invalid credentials (see the WWW-Authenticate header)",
         404: "no such job",
         409: "a job with this jid exists with a different request",
+        413: "the request body is over PMAN_MAX_REQUEST_BYTES (default 1 MiB)",
         502: "the engine failed",
         503: "the engine is unreachable",
     }
@@ -89,7 +90,7 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "201": _json(_ref("Job"), "job created"),
                         "200": _json(_ref("Job"), "the same request again: the existing job"),
-                        **_errors(400, 409, 502, 503),
+                        **_errors(400, 409, 413, 502, 503),
                     },
                 },
             },

@@ -39,15 +39,25 @@ def _whole_number(value: Any) -> int:
     raise ValueError("must be an integer or an integer-valued string")
 
 
+#: the largest integer a request field takes: engines multiply CPU and memory
+#: into 64-bit bytes and nano-CPUs, and per-site caps (PMAN_MAX_*) bound them further
+INT_MAX = 2**31 - 1
+#: static bounds of the request (the configurable ones are in pman.limits)
+JID_MAX = 128
+AUID_MAX = 255
+IMAGE_MAX = 512
+PATH_MAX = 4096
+
+
 def _whole(minimum: int, unit: str) -> Any:
     return Annotated[
         int,
         BeforeValidator(_whole_number),
-        Field(ge=minimum, description=unit),
+        Field(ge=minimum, le=INT_MAX, description=unit),
         WithJsonSchema(
             {
                 "anyOf": [
-                    {"type": "integer", "minimum": minimum},
+                    {"type": "integer", "minimum": minimum, "maximum": INT_MAX},
                     {"type": "string", "pattern": r"^\s*\+?\d+\s*$"},
                 ],
                 "description": unit,
@@ -64,23 +74,44 @@ class JobRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", title="JobRequest")
 
-    jid: StrictStr = Field(min_length=1, description="job name; a leading '/' is stripped")
-    args: list[StrictStr] = Field(description="plugin arguments")
+    jid: StrictStr = Field(
+        min_length=1,
+        max_length=JID_MAX,
+        description="job name; a leading '/' is stripped; the backend may allow fewer "
+        "characters (swarm and kubernetes: 63)",
+    )
+    args: list[StrictStr] = Field(
+        description="plugin arguments; at most PMAN_MAX_ARGS (default 1000) of at most "
+        "PMAN_MAX_ARG_LENGTH (default 4096) characters each"
+    )
     args_path_flags: list[StrictStr] = Field(
         default_factory=list,
-        description="flags whose following argument is a path, replaced by /share/incoming",
+        description="flags whose following argument is a path, replaced by /share/incoming; "
+        "bounded as args",
     )
-    auid: StrictStr = Field(description="user id of the requester")
+    auid: StrictStr = Field(max_length=AUID_MAX, description="user id of the requester")
     number_of_workers: _whole(1, "parallel workers")  # type: ignore[valid-type]
     cpu_limit: _whole(1, "CPU limit in millicores (1000 = one CPU)")  # type: ignore[valid-type]
     memory_limit: _whole(1, "memory limit in mebibytes (MiB)")  # type: ignore[valid-type]
     gpu_limit: _whole(0, "number of GPUs")  # type: ignore[valid-type]
-    image: StrictStr = Field(min_length=1, description="OCI image")
-    entrypoint: list[StrictStr] = Field(min_length=1, description="command prefix")
+    image: StrictStr = Field(
+        min_length=1,
+        max_length=IMAGE_MAX,
+        description="OCI image; must match PMAN_IMAGE_ALLOWLIST when the site sets one",
+    )
+    entrypoint: list[StrictStr] = Field(min_length=1, description="command prefix; bounded as args")
     type: Literal["ds", "fs", "ts"] = Field(description="plugin type")
-    env: list[StrictStr] = Field(default_factory=list, description='"KEY=value" strings')
-    input_dir: StrictStr = Field(description="input folder, relative to STOREBASE")
-    output_dir: StrictStr = Field(description="output folder, relative to STOREBASE")
+    env: list[StrictStr] = Field(
+        default_factory=list,
+        description='"KEY=value" strings; at most PMAN_MAX_ENV (default 500) of at most '
+        "PMAN_MAX_ENV_LENGTH (default 32768) characters each",
+    )
+    input_dir: StrictStr = Field(
+        max_length=PATH_MAX, description="input folder, relative to STOREBASE"
+    )
+    output_dir: StrictStr = Field(
+        max_length=PATH_MAX, description="output folder, relative to STOREBASE"
+    )
 
     @field_validator("*")
     @classmethod

@@ -3,6 +3,7 @@ registry's list and events."""
 
 from __future__ import annotations
 
+import json
 import logging
 import shlex
 from datetime import datetime
@@ -10,6 +11,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 from pydantic import ValidationError
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from pman.api import schemas
 from pman.api.context import runtime
@@ -102,6 +104,19 @@ def _job_name(jid: str) -> str:
     return jid
 
 
+def _json_body() -> Any:
+    """The request's JSON, read no further than PMAN_MAX_REQUEST_BYTES (413
+    beyond), whatever the Content-Type (upstream clients do not always say); None
+    when it is not JSON."""
+    data = request.get_data(cache=True)
+    if len(data) > runtime().settings.max_request_bytes:
+        raise RequestEntityTooLarge()
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None
+
+
 @v1.get("/")
 def server_info() -> Response:
     s = runtime().settings
@@ -115,7 +130,7 @@ def server_info() -> Response:
 
 @v1.post("/")
 def submit_job() -> tuple[Response, int]:
-    body = request.get_json(force=True, silent=True)
+    body = _json_body()
     if not isinstance(body, dict):
         raise InvalidJobSpec("the request body must be a JSON object", fields={"body": "not JSON"})
     try:

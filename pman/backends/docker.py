@@ -189,6 +189,20 @@ def job_info_from_inspect(attrs: dict[str, Any], oom_reported: bool = True) -> J
     )
 
 
+def confinement(settings: Settings) -> dict[str, Any]:
+    """HostConfig options that confine a job: every capability dropped but those
+    PMAN_CAP_ADD gives back, no privilege gain through setuid files
+    (no-new-privileges), and with PMAN_READ_ONLY_ROOTFS a read-only root
+    filesystem with a writable tmpfs at /tmp (counted in the job's memory)."""
+    hc: dict[str, Any] = {"cap_drop": ["ALL"], "security_opt": ["no-new-privileges"]}
+    if settings.cap_add:
+        hc["cap_add"] = list(settings.cap_add)
+    if settings.read_only_rootfs:
+        hc["read_only"] = True
+        hc["tmpfs"] = {"/tmp": "rw,nosuid,nodev,mode=1777"}
+    return hc
+
+
 class ContainerEvents:
     """Docker's /events stream as the names of the jobs whose state may have
     changed."""
@@ -336,6 +350,7 @@ class DockerBackend(Backend):
         hc: dict[str, Any] = {
             "binds": [f"{incoming}:{INCOMING}:ro", f"{outgoing}:{OUTGOING}:rw"],
             "restart_policy": {"Name": "no"},
+            **confinement(s),
         }
         r = spec.resources
         if not s.ignore_limits:

@@ -381,6 +381,8 @@ class SwarmBackend(DockerBackend):
             ]
         if s.shm_size is not None:
             mounts.append(Mount("/dev/shm", None, type="tmpfs", tmpfs_size=s.shm_size * _MIB))
+        if s.read_only_rootfs:
+            mounts.append(Mount("/tmp", None, type="tmpfs", tmpfs_mode=0o1777))
         return mounts
 
     def _resources(self, spec: JobSpec) -> Resources | None:
@@ -426,6 +428,13 @@ class SwarmBackend(DockerBackend):
             groups=groups,
             labels=spec.labels,
             mounts=self._mounts(spec),
+            # every capability dropped but PMAN_CAP_ADD's (API 1.41). Docker 20.10's
+            # service API has no no-new-privileges (Privileges.NoNewPrivileges
+            # came with API 1.46): with an empty bounding set a setuid file gains
+            # a job no capability, only another uid.
+            cap_drop=["ALL"],
+            cap_add=list(self.settings.cap_add) or None,
+            read_only=self.settings.read_only_rootfs or None,
         )
         return TaskTemplate(
             container,

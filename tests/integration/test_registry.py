@@ -162,3 +162,61 @@ def test_poll_lookup_uses_an_index_whatever_the_history(tmp_path: Path) -> None:
         plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, ("x",)).fetchall()
     assert "USING INDEX jobs_by_jid (jid=? AND active=?)" in str(plan)
     reg.close()
+
+
+# ---- pman's capacity queue (PMAN_MAX_RUNNING) ------------------------------------------
+def test_queue_decisions_order_and_dequeue(registry: Registry, tmp_path: Path) -> None:
+    from pman.registry import QUEUE_REASON
+
+    recs = [registry.create(spec(tmp_path, jid=f"q{i}"), "docker", max_running=2) for i in range(5)]
+    assert [r.reason == QUEUE_REASON for r in recs] == [False, False, True, True, True]
+    assert recs[2].message.startswith("queued by pman: 0 jobs ahead")
+    assert recs[4].message.startswith("queued by pman: 2 jobs ahead")
+    # another backend's jobs have a capacity of their own
+    other = registry.create(spec(tmp_path, jid="k"), "kubernetes", max_running=2)
+    assert other.reason == ""
+    assert registry.claim_next("docker", 2) is None, "two are on the engine"
+    registry.record(recs[0].id, info("q0", JobState.SUCCEEDED, exit_code=0))
+    assert registry.dequeue(recs[2].id), "q2 still waits: deleted from the queue"
+    assert not registry.dequeue(recs[2].id)
+    assert registry.find_active("q2") is None
+    claimed = registry.claim_next("docker", 2)
+    assert claimed is not None and claimed.jid == "q3", "oldest waiting first"
+    assert (claimed.reason, claimed.message) == ("", "submitting")
+    assert not registry.dequeue(claimed.id), "it left the queue"
+    assert registry.claim_next("docker", 2) is None
+    assert registry.refresh_queue_messages("docker", 2) == 1
+    assert registry.active("q4").message.startswith("queued by pman: 0 jobs ahead")
+    registry.unclaim(claimed.id, "waiting for the engine")
+    assert registry.active("q3").reason == QUEUE_REASON
+    again = registry.claim_next("docker", 2)
+    assert again is not None and again.jid == "q3", "back in its place"
+    data, labels, fingerprint = registry.queued_spec(again.id)
+    assert data["name"] == "q3" and labels["site"] == "test"
+    assert fingerprint == spec(tmp_path, jid="q3").fingerprint
+
+
+def test_concurrent_submissions_never_exceed_the_capacity(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """Many HTTP workers at once: the gate lets exactly max_running through."""
+    import threading
+
+    from pman.registry import QUEUE_REASON
+
+    specs = [spec(tmp_path, jid=f"c{i}") for i in range(12)]
+    results: list[object] = []
+    barrier = threading.Barrier(len(specs))
+
+    def submit(s: JobSpec) -> None:
+        barrier.wait()
+        results.append(registry.create(s, "docker", max_running=3))
+
+    threads = [threading.Thread(target=submit, args=(s,)) for s in specs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 12
+    direct = [r for r in results if r.reason != QUEUE_REASON]  # type: ignore[attr-defined]
+    assert len(direct) == 3, [r.jid for r in direct]  # type: ignore[attr-defined]
