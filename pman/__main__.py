@@ -136,6 +136,7 @@ def track(exit_with: int | None = None) -> None:
     if settings.database_url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     registry = Registry.from_url(settings.database_url)
+    registry.configure_webhooks(settings.webhook_url)
     backend = load_backend(settings.container_env, settings)
     tracker = Tracker.from_settings(registry, backend, settings)
     done = threading.Event()

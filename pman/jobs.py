@@ -89,4 +89,5 @@ def build_spec(request: JobRequest, settings: Settings, storage: Storage) -> Job
         uid=user.uid.pick() if user.uid else None,
         gid=user.gid.pick() if user.gid else None,
         labels=labels,
+        callback_url=request.callback_url,
     )

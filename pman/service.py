@@ -7,13 +7,14 @@ import logging
 from dataclasses import dataclass
 
 from pman.backends.base import Backend
-from pman.errors import InvalidJobSpec, JobExists
+from pman.errors import InvalidJobSpec, JobExists, UnsupportedOption
 from pman.jobs import build_spec
 from pman.models import JobRequest
-from pman.registry import Event, JobRecord, Page, Registry
+from pman.registry import Delivery, Event, JobRecord, Page, Registry
 from pman.settings import Settings
 from pman.storage import Storage
 from pman.tracker import Tracker
+from pman.webhooks import host_allowed
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class JobService:
         """Record, then submit: a crash in between leaves a record the tracker
         resolves, never an engine job without a record."""
         self.check_name(request.jid)
+        self.check_callback(request.callback_url)
         spec = build_spec(request, self.settings, self.storage)
         try:
             record = self.registry.create(spec, self.backend.name)
@@ -98,6 +100,25 @@ class JobService:
         self.backend.delete(jid)
         self.registry.mark_deleted(record.id)
         log.info("job %s deleted", jid)
+
+    def check_callback(self, url: str | None) -> None:
+        """A callback this pman can sign, to a host the operator allows."""
+        if url is None:
+            return
+        if not self.settings.webhook_secret:
+            raise UnsupportedOption(
+                "callback_url: this pman sends no webhooks (PMAN_WEBHOOK_SECRET is not set)",
+                fields={"callback_url": "webhooks are not configured on this pman"},
+            )
+        if not host_allowed(url, self.settings.webhook_allowed_hosts):
+            raise UnsupportedOption(
+                "callback_url: its host is not one PMAN_WEBHOOK_ALLOWED_HOSTS allows",
+                fields={"callback_url": "host not allowed"},
+            )
+
+    def deliveries(self, jid: str) -> tuple[JobRecord, list[Delivery]]:
+        record = self.registry.latest(jid)
+        return record, self.registry.deliveries(record.id)
 
     def events(self, jid: str) -> tuple[JobRecord, list[Event]]:
         record = self.registry.latest(jid)

@@ -40,6 +40,7 @@ from pman.jobs import LABEL_AUID, LABEL_INSTANCE, LABEL_MANAGED
 from pman.models import JobInfo, JobState
 from pman.registry import Registry
 from pman.settings import Settings
+from pman.webhooks import Deliverer
 
 log = logging.getLogger(__name__)
 
@@ -196,10 +197,12 @@ class Tracker:
         self._needs_reconcile = True
         self._last_reconcile = 0.0
         self.last_report = CycleReport()
+        #: sends the registry's webhook outbox while this tracker leads (None: no webhooks)
+        self.deliverer: Deliverer | None = None
 
     @classmethod
     def from_settings(cls, registry: Registry, backend: Backend, settings: Settings) -> Tracker:
-        return cls(
+        tracker = cls(
             registry,
             backend,
             logs_tail=settings.job_logs_tail,
@@ -207,6 +210,11 @@ class Tracker:
             logs_every=settings.logs_refresh_seconds,
             instance=settings.instance,
         )
+        # one sender per registry: the leader's
+        tracker.deliverer = Deliverer.from_settings(
+            registry, settings, leading=lambda: tracker._leading
+        )
+        return tracker
 
     # ---------------------------------------------------------------- thread
     def start(self) -> None:
@@ -225,6 +233,8 @@ class Tracker:
             target=self._run_watch, name="pman-tracker-events", daemon=True
         )
         self._watch_thread.start()
+        if self.deliverer is not None:
+            self.deliverer.start()
 
     def stop(self) -> None:
         self._stop.set()
@@ -236,6 +246,8 @@ class Tracker:
             if thread is not None:
                 thread.join(timeout=10)
         self._thread = self._logs_thread = self._watch_thread = None
+        if self.deliverer is not None:
+            self.deliverer.stop()
         self._leading = False
         self.lock.release()
 
@@ -256,6 +268,8 @@ class Tracker:
                 if self._leading:
                     report = self.run_once()
                     busy = report.watched > 0
+                    if report.updated and self.deliverer is not None:
+                        self.deliverer.wake()  # new transitions: their deliveries are due
             except BackendUnavailable as e:
                 if not self._needs_reconcile:
                     log.warning("tracker: engine unavailable (%s); will reconcile when back", e)
