@@ -459,7 +459,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "PMAN_WEBHOOK_FORMAT", "json", validate=OneOf(("json", "slack"))
     )
     values["webhook_secret"] = env.str("PMAN_WEBHOOK_SECRET", None) or None
-    values["webhook_allowed_hosts"] = custom("PMAN_WEBHOOK_ALLOWED_HOSTS", parse_allowed_hosts, ("*",))
+    values["webhook_allowed_hosts"] = custom(
+        "PMAN_WEBHOOK_ALLOWED_HOSTS", parse_allowed_hosts, ("*",)
+    )
     values["webhook_max_attempts"] = env.int(
         "PMAN_WEBHOOK_MAX_ATTEMPTS", 10, validate=Range(min=1, max=100)
     )

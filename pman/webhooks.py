@@ -155,7 +155,9 @@ def slack_body(delivery: Delivery, instance: str) -> dict[str, Any]:
     return {"text": line}
 
 
-def backoff(attempts: int, base: float, cap: float, rng: Callable[[], float] = random.random) -> float:
+def backoff(
+    attempts: int, base: float, cap: float, rng: Callable[[], float] = random.random
+) -> float:
     """Seconds to wait after ``attempts`` failed attempts: base * 2^(attempts-1),
     at most ``cap``, times a random factor in [0.5, 1) so that receivers coming
     back are not hit by every retry at once."""

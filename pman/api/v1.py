@@ -11,11 +11,11 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from pydantic import ValidationError
 
+from pman import models
 from pman.api import schemas
 from pman.api.context import runtime
 from pman.api.errors import error_response
 from pman.api.openapi import openapi_document
-from pman import models
 from pman.errors import InvalidJobSpec, JobNotFound, PmanError
 from pman.models import JobInfo, JobRequest, JobState
 from pman.registry import JobRecord
