@@ -105,9 +105,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("jid")
 
     p = sub.add_parser("list", parents=[common], help="jobs, newest first")
-    p.add_argument(
-        "--status", action="append", help="v1 status or pman state; repeatable or a,b"
-    )
+    p.add_argument("--status", action="append", help="v1 status or pman state; repeatable or a,b")
     p.add_argument("--auid", help="only this user's jobs")
     p.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -127,9 +125,7 @@ def _wait_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--wait", action="store_true", help="show progress until the job ends; exit as it did"
     )
-    p.add_argument(
-        "--interval", type=float, default=1.0, help="seconds between polls (default 1)"
-    )
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between polls (default 1)")
     p.add_argument("--json", action="store_true", help="print the job as JSON")
 
 
@@ -283,9 +279,7 @@ def _cmd_list(client: PmanClient, args: argparse.Namespace, out: TextIO, err: Te
     rows = [("JID", "STATUS", "STATE", "EXIT", "SUBMITTED", "MESSAGE")]
     for j in jobs:
         code = "" if j.get("exit_code") is None else str(j["exit_code"])
-        rows.append(
-            (j["jid"], j["status"], j["state"], code, j["submitted_at"][:19], j["message"])
-        )
+        rows.append((j["jid"], j["status"], j["state"], code, j["submitted_at"][:19], j["message"]))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for r in rows:
         cells = [c.ljust(w) for c, w in zip(r[:5], widths, strict=True)]
@@ -294,9 +288,7 @@ def _cmd_list(client: PmanClient, args: argparse.Namespace, out: TextIO, err: Te
 
 
 # ---------------------------------------------------------------- helpers
-def _wait(
-    client: PmanClient, jid: str, args: argparse.Namespace, out: TextIO, err: TextIO
-) -> int:
+def _wait(client: PmanClient, jid: str, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     started = time.monotonic()
     tty = err.isatty()
     last: list[str] = []

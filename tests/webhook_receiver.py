@@ -28,9 +28,8 @@ class Received:
         return self.headers[EVENT_ID_HEADER]
 
     def verified(self, secret: str) -> bool:
-        return verify(
-            secret, self.headers.get(TIMESTAMP_HEADER), self.headers.get(SIGNATURE_HEADER), self.body
-        )
+        h = self.headers
+        return verify(secret, h.get(TIMESTAMP_HEADER), h.get(SIGNATURE_HEADER), self.body)
 
 
 class Receiver:
@@ -42,7 +41,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 with receiver._lock:
                     receiver.received.append(

@@ -147,7 +147,9 @@ def test_the_global_hook_can_speak_slack(
     jid = body["jid"]
     p.wait(jid)
     # (a job this quick may be seen failed without having been seen running)
-    slack = receiver.wait_for("/slack", lambda r: bool(r) and "finishedWithError" in r[-1].json["text"])
+    slack = receiver.wait_for(
+        "/slack", lambda r: bool(r) and "finishedWithError" in r[-1].json["text"]
+    )
     assert all(set(r.json) == {"text"} for r in slack), "Slack takes {'text': ...}"
     assert slack[-1].json["text"] == (
         f"pman: job `{jid}` is finishedWithError (failed, exit code 3): exited with code 3"
