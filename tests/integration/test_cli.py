@@ -221,7 +221,7 @@ class _Stub(BaseHTTPRequestHandler):
             self._not_found()
 
     def do_GET(self) -> None:
-        path, query = self._record()
+        path, _ = self._record()
         if path != "/api/v1/job-1/logs/":
             return self._not_found()
         self.send_response(200)
