@@ -1,4 +1,6 @@
-"""``pman`` / ``python -m pman``: run the service."""
+"""``pman`` / ``python -m pman``: run the service (``serve``, ``track``), or talk
+to one (``submit``, ``status``, ``logs``, ``cancel``, ``delete``, ``list``: see
+pman.cli for their exit codes)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pman import __version__
+from pman import __version__, cli
 from pman.errors import ConfigError
 
 
@@ -136,6 +138,7 @@ def track(exit_with: int | None = None) -> None:
     if settings.database_url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     registry = Registry.from_url(settings.database_url)
+    registry.configure_webhooks(settings.webhook_url)
     backend = load_backend(settings.container_env, settings)
     tracker = Tracker.from_settings(registry, backend, settings)
     done = threading.Event()
@@ -153,6 +156,7 @@ def track(exit_with: int | None = None) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="pman", description=__doc__)
     parser.add_argument("--version", action="version", version=f"pman {__version__}")
+    cli.add_connection_options(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     p_serve = sub.add_parser("serve", help="run the HTTP service (configured by environment)")
     p_serve.add_argument("--host", default=os.environ.get("PMAN_HOST", "127.0.0.1"))
@@ -161,7 +165,10 @@ def main(argv: list[str] | None = None) -> None:
     p_serve.add_argument("--threads", type=int, default=int(os.environ.get("PMAN_THREADS", "4")))
     p_track = sub.add_parser("track", help="run only the tracker (pman serve starts one itself)")
     p_track.add_argument("--exit-with", type=int, help="stop when this parent process ends")
+    cli.add_commands(sub)
     args = parser.parse_args(argv)
+    if args.command in cli.COMMANDS:
+        sys.exit(cli.run(args))
     configure_logging()
     try:
         if args.command == "serve":

@@ -40,6 +40,7 @@ def create_app(
         if settings.database_url.startswith("sqlite"):
             settings.data_dir.mkdir(parents=True, exist_ok=True)
         registry = Registry.from_url(settings.database_url)
+    registry.configure_webhooks(settings.webhook_url)
     tracker = Tracker.from_settings(registry, backend, settings)
     service = JobService(settings, backend, Storage(settings), registry, tracker)
     app = Flask("pman")

@@ -96,6 +96,7 @@ def build_spec(
         uid=user.uid.pick() if user.uid else None,
         gid=user.gid.pick() if user.gid else None,
         labels=labels,
+        callback_url=request.callback_url,
     )
 
 

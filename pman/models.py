@@ -37,6 +37,17 @@ class JobState(enum.Enum):
 
 _FINISHED = {JobState.SUCCEEDED, JobState.FAILED, JobState.SYSTEM_ERROR, JobState.CANCELLED}
 
+#: pman's states as upstream's five v1 status strings (the API's edge, and webhooks)
+V1_STATUS: dict[JobState, str] = {
+    JobState.QUEUED: "notstarted",
+    JobState.RUNNING: "started",
+    JobState.SUCCEEDED: "finishedSuccessfully",
+    JobState.FAILED: "finishedWithError",
+    JobState.SYSTEM_ERROR: "finishedWithError",
+    JobState.CANCELLED: "finishedWithError",
+    JobState.UNKNOWN: "undefined",
+}
+
 
 @dataclass(frozen=True)
 class JobRequest:
@@ -56,10 +67,17 @@ class JobRequest:
     env: list[str]
     input_dir: str
     output_dir: str
+    #: where pman POSTs the job's state transitions (pman's extension; upstream has none)
+    callback_url: str | None = None
 
     def fingerprint(self) -> str:
         """A digest of the whole request: two requests are the same job iff equal."""
-        canonical = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        fields = asdict(self)
+        if fields["callback_url"] is None:
+            # a request without a callback digests as before the field existed, so
+            # jobs recorded (and labelled on engines) by an older pman still match
+            del fields["callback_url"]
+        canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
@@ -105,6 +123,8 @@ class JobSpec:
     uid: int | None = None
     gid: int | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    #: the request's callback_url: the registry keeps it, no engine sees it
+    callback_url: str | None = None
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
@@ -81,6 +82,9 @@ jobs = Table(
     Column("deleted_at", DateTime(timezone=True)),
     #: the logs' last lines: refreshed by the tracker while the job runs, final once it ends
     Column("logs", Text),
+    #: where the job's transitions are POSTed (the request's callback_url); added
+    #: to older registries at start-up (see Registry._add_missing_columns)
+    Column("callback_url", Text),
 )
 Index(
     "jobs_one_active_jid",
@@ -129,6 +133,31 @@ _QUEUE_GATE = "queue"
 #: the ``reason`` of a job waiting in pman's own queue (PMAN_MAX_RUNNING): it is
 #: QUEUED and not on the engine yet
 QUEUE_REASON = "pman_queue"
+#: the webhook outbox: one row per transition and target, written in the same
+#: transaction as the transition's event, so a crash cannot lose a delivery;
+#: the tracker's leader sends them (pman.webhooks.Deliverer)
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", Integer, ForeignKey("job_events.id", ondelete="CASCADE"), nullable=False),
+    Column("job_id", Integer, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    #: "callback" (the job's callback_url) or "global" (PMAN_WEBHOOK_URL)
+    Column("target", String(16), nullable=False),
+    Column("url", Text, nullable=False),
+    #: the transition as it was: jid, state, message, exit_code, at
+    Column("payload", JSON, nullable=False),
+    #: pending, delivered or failed
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("last_error", Text, nullable=False, default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    #: when it was delivered, or given up
+    Column("finished_at", DateTime(timezone=True)),
+)
+Index("webhook_deliveries_due", webhook_deliveries.c.state, webhook_deliveries.c.id)
+Index("webhook_deliveries_by_job", webhook_deliveries.c.job_id, webhook_deliveries.c.id)
 
 #: a record's columns: all but the request (``spec``), which only the table keeps
 _RECORD = [c for c in jobs.c if c.key != "spec"]
@@ -173,6 +202,7 @@ class JobRecord:
     deleted_at: datetime | None
     logs: str | None
     labels: dict[str, str] = field(default_factory=dict)
+    callback_url: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any], labels: dict[str, str] | None = None) -> JobRecord:
@@ -197,6 +227,7 @@ class JobRecord:
             deleted_at=_utc(row["deleted_at"]),
             logs=row["logs"],
             labels=labels or {},
+            callback_url=row.get("callback_url"),
         )
 
     def info(self) -> JobInfo:
@@ -220,6 +251,26 @@ class Event:
     at: datetime
     state: JobState
     message: str
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One webhook delivery of the outbox."""
+
+    id: int
+    event_id: int
+    job_id: int
+    target: str
+    url: str
+    payload: dict[str, Any]
+    state: str
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str
+    created_at: datetime
+    finished_at: datetime | None
+    #: the job's record says its submission is still in flight (it may yet be forgotten)
+    submitting: bool = False
 
 
 @dataclass(frozen=True)
@@ -339,6 +390,12 @@ class Registry:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._active_by_jid = _DirectQuery(engine, _ACTIVE_BY_JID)
+        #: PMAN_WEBHOOK_URL: every transition gets a delivery to it (configure_webhooks)
+        self.webhook_url: str | None = None
+
+    def configure_webhooks(self, global_url: str | None) -> None:
+        """From now on every transition also queues a delivery to ``global_url``."""
+        self.webhook_url = global_url
 
     @classmethod
     def from_url(cls, url: str) -> Registry:
@@ -366,12 +423,32 @@ class Registry:
 
     def _create_schema(self) -> None:
         metadata.create_all(self.engine)
+        self._add_missing_columns()
         # create_all makes indexes only with new tables: add ones a newer pman defines
         for table in metadata.sorted_tables:
             for index in table.indexes:
                 index.create(self.engine, checkfirst=True)
         with self.engine.begin() as conn:
             self._make_gate(conn)
+
+    def _add_missing_columns(self) -> None:
+        """create_all never changes an existing table: add the (nullable) columns a
+        newer pman defines to a registry an older one made. A worker that loses the
+        race to add one fails here and create_schema tries again."""
+        inspector = sa_inspect(self.engine)
+        for table in metadata.sorted_tables:
+            have = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in have:
+                    continue
+                if not column.nullable:
+                    raise RuntimeError(f"cannot add NOT NULL column {table.name}.{column.name}")
+                kind = column.type.compile(dialect=self.engine.dialect)
+                with self.engine.begin() as conn:
+                    conn.exec_driver_sql(
+                        f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"
+                    )
+                log.info("registry: added column %s.%s", table.name, column.name)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -395,6 +472,7 @@ class Registry:
             "auid": spec.auid,
             "spec": _spec_json(spec),
             "fingerprint": spec.fingerprint,
+            "callback_url": spec.callback_url,
         }
         try:
             if max_running <= 0:
@@ -450,8 +528,9 @@ class Registry:
             job_id = self._insert_in(conn, values, labels, event)
         return self.get(job_id)
 
-    @staticmethod
-    def _insert_in(conn: Any, values: dict[str, Any], labels: dict[str, str], event: str) -> int:
+    def _insert_in(
+        self, conn: Any, values: dict[str, Any], labels: dict[str, str], event: str
+    ) -> int:
         t = now()
         row = {"active": True, "reason": "", "updated_at": t, **values}
         row["submitted_at"] = row.get("submitted_at") or t
@@ -461,8 +540,15 @@ class Registry:
                 insert(job_labels),
                 [{"job_id": job_id, "key": k, "value": v} for k, v in labels.items()],
             )
-        conn.execute(
-            insert(job_events).values(job_id=job_id, at=t, state=row["state"], message=event)
+        self._event(
+            conn,
+            job_id,
+            t,
+            row["state"],
+            event,
+            jid=row["jid"],
+            exit_code=row.get("exit_code"),
+            callback_url=row.get("callback_url"),
         )
         return int(job_id)
 
@@ -537,6 +623,48 @@ class Registry:
             )
         return self.get(job_id)
 
+    def _event(
+        self,
+        conn: Any,
+        job_id: int,
+        at: datetime,
+        state: str,
+        message: str,
+        *,
+        jid: str,
+        exit_code: int | None,
+        callback_url: str | None,
+    ) -> None:
+        """A transition and its webhook deliveries, in the caller's transaction."""
+        event_id = conn.execute(
+            insert(job_events).values(job_id=job_id, at=at, state=state, message=message)
+        ).inserted_primary_key[0]
+        targets = [("callback", callback_url), ("global", self.webhook_url)]
+        rows = [
+            {
+                "event_id": event_id,
+                "job_id": job_id,
+                "target": target,
+                "url": url,
+                "payload": {
+                    "jid": jid,
+                    "state": state,
+                    "message": message,
+                    "exit_code": exit_code,
+                    "at": at.isoformat(),
+                },
+                "state": "pending",
+                "attempts": 0,
+                "next_attempt_at": at,
+                "last_error": "",
+                "created_at": at,
+            }
+            for target, url in targets
+            if url
+        ]
+        if rows:
+            conn.execute(insert(webhook_deliveries), rows)
+
     @_db
     def unclaim(self, job_id: int, why: str) -> None:
         """Put a claimed job back in the queue, in its place (the engine could not
@@ -555,7 +683,9 @@ class Registry:
         with self.engine.begin() as conn:
             self._take_turn(conn)
             row = conn.execute(
-                select(jobs.c.reason, jobs.c.state, jobs.c.active).where(jobs.c.id == job_id)
+                select(
+                    jobs.c.reason, jobs.c.state, jobs.c.active, jobs.c.jid, jobs.c.callback_url
+                ).where(jobs.c.id == job_id)
             ).first()
             if row is None or not (
                 row.active and row.reason == QUEUE_REASON and row.state == JobState.QUEUED.value
@@ -572,10 +702,15 @@ class Registry:
                 "finished_at": t,
             }
             conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
-            conn.execute(
-                insert(job_events).values(
-                    job_id=job_id, at=t, state=JobState.CANCELLED.value, message="deleted"
-                )
+            self._event(
+                conn,
+                job_id,
+                t,
+                JobState.CANCELLED.value,
+                "deleted",
+                jid=row.jid,
+                exit_code=None,
+                callback_url=row.callback_url,
             )
         return True
 
@@ -621,6 +756,7 @@ class Registry:
     def forget(self, job_id: int) -> None:
         """Drop the record of a job whose submission failed: it never existed."""
         with self.engine.begin() as conn:
+            conn.execute(delete(webhook_deliveries).where(webhook_deliveries.c.job_id == job_id))
             conn.execute(delete(job_events).where(job_events.c.job_id == job_id))
             conn.execute(delete(job_labels).where(job_labels.c.job_id == job_id))
             conn.execute(delete(jobs).where(jobs.c.id == job_id))
@@ -635,7 +771,9 @@ class Registry:
         t = now()
         with self.engine.begin() as conn:
             row = conn.execute(
-                select(jobs.c.state, jobs.c.message).where(jobs.c.id == job_id)
+                select(jobs.c.state, jobs.c.message, jobs.c.jid, jobs.c.callback_url).where(
+                    jobs.c.id == job_id
+                )
             ).first()
             if row is None:
                 return False
@@ -660,10 +798,15 @@ class Registry:
             conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
             changed = old is not info.state
             if changed:
-                conn.execute(
-                    insert(job_events).values(
-                        job_id=job_id, at=t, state=info.state.value, message=info.message
-                    )
+                self._event(
+                    conn,
+                    job_id,
+                    t,
+                    info.state.value,
+                    info.message,
+                    jid=row.jid,
+                    exit_code=info.exit_code,
+                    callback_url=row.callback_url,
                 )
         return changed
 
@@ -683,7 +826,11 @@ class Registry:
         """The job was removed from the engine: keep its history, free its jid."""
         t = now()
         with self.engine.begin() as conn:
-            row = conn.execute(select(jobs.c.state).where(jobs.c.id == job_id)).first()
+            row = conn.execute(
+                select(jobs.c.state, jobs.c.jid, jobs.c.exit_code, jobs.c.callback_url).where(
+                    jobs.c.id == job_id
+                )
+            ).first()
             if row is None:
                 return
             values: dict[str, Any] = {"active": False, "deleted_at": t, "updated_at": t}
@@ -695,13 +842,15 @@ class Registry:
                     finished_at=t,
                 )
             conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
-            conn.execute(
-                insert(job_events).values(
-                    job_id=job_id,
-                    at=t,
-                    state=values.get("state", row.state),
-                    message="deleted",
-                )
+            self._event(
+                conn,
+                job_id,
+                t,
+                values.get("state", row.state),
+                "deleted",
+                jid=row.jid,
+                exit_code=row.exit_code,
+                callback_url=row.callback_url,
             )
 
     # ---------------------------------------------------------------- reads
@@ -812,6 +961,58 @@ class Registry:
         records = [JobRecord.from_row(r, labels_by_job.get(r["id"])) for r in rows]
         return Page(records, encode_cursor(records[-1].id) if more and records else None)
 
+    # ---------------------------------------------------------------- webhook outbox
+    @_db
+    def pending_deliveries(self, limit: int = 500) -> list[Delivery]:
+        """Undelivered deliveries, oldest first (due or not: the deliverer keeps
+        each receiver's deliveries of a job in order)."""
+        d = webhook_deliveries
+        query = (
+            select(d, jobs.c.message.label("job_message"), jobs.c.state.label("job_state"))
+            .join(jobs, jobs.c.id == d.c.job_id)
+            .where(d.c.state == "pending")
+            .order_by(d.c.id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [
+            _delivery(
+                r,
+                submitting=r["job_message"] == "submitting"
+                and r["job_state"] == JobState.QUEUED.value,
+            )
+            for r in rows
+        ]
+
+    @_db
+    def delivery_attempted(
+        self, delivery_id: int, *, outcome: str, error: str = "", retry_at: datetime | None = None
+    ) -> None:
+        """One attempt made: ``outcome`` is delivered, failed (given up) or pending
+        (to be tried again at ``retry_at``)."""
+        d = webhook_deliveries
+        values: dict[str, Any] = {"state": outcome, "attempts": d.c.attempts + 1}
+        values["last_error"] = error
+        if outcome == "pending":
+            values["next_attempt_at"] = retry_at or now()
+        else:
+            values["finished_at"] = now()
+        with self.engine.begin() as conn:
+            conn.execute(update(d).where(d.c.id == delivery_id).values(**values))
+
+    @_db
+    def deliveries(self, job_id: int) -> list[Delivery]:
+        """A job's webhook deliveries, oldest first."""
+        d = webhook_deliveries
+        with self.engine.connect() as conn:
+            rows = (
+                conn.execute(select(d).where(d.c.job_id == job_id).order_by(d.c.id))
+                .mappings()
+                .all()
+            )
+        return [_delivery(r) for r in rows]
+
     @staticmethod
     def _labels(conn: Any, job_ids: Iterable[int]) -> dict[int, dict[str, str]]:
         ids = list(job_ids)
@@ -831,6 +1032,24 @@ class Registry:
 def queue_message(ahead: int, max_running: int) -> str:
     jobs_ahead = f"{ahead} job{'s' if ahead != 1 else ''} ahead"
     return f"queued by pman: {jobs_ahead}; at most {max_running} run at once (PMAN_MAX_RUNNING)"
+
+
+def _delivery(row: Mapping[str, Any], submitting: bool = False) -> Delivery:
+    return Delivery(
+        id=row["id"],
+        event_id=row["event_id"],
+        job_id=row["job_id"],
+        target=row["target"],
+        url=row["url"],
+        payload=dict(row["payload"]),
+        state=row["state"],
+        attempts=row["attempts"],
+        next_attempt_at=_utc(row["next_attempt_at"]),  # type: ignore[arg-type]
+        last_error=row["last_error"] or "",
+        created_at=_utc(row["created_at"]),  # type: ignore[arg-type]
+        finished_at=_utc(row["finished_at"]),
+        submitting=submitting,
+    )
 
 
 def _spec_json(spec: JobSpec) -> dict[str, Any]:

@@ -7,14 +7,15 @@ import logging
 from dataclasses import dataclass
 
 from pman.backends.base import Backend
-from pman.errors import InvalidJobSpec, JobExists
+from pman.errors import InvalidJobSpec, JobExists, UnsupportedOption
 from pman.jobs import build_spec
 from pman.limits import check_request
 from pman.models import JobRequest
-from pman.registry import QUEUE_REASON, Event, JobRecord, Page, Registry
+from pman.registry import QUEUE_REASON, Delivery, Event, JobRecord, Page, Registry
 from pman.settings import Settings
 from pman.storage import Storage
 from pman.tracker import Tracker
+from pman.webhooks import host_allowed
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class JobService:
         resolves, never an engine job without a record."""
         self.check_name(request.jid)
         image = check_request(request, self.settings.limits)
+        self.check_callback(request.callback_url)
         spec = build_spec(request, self.settings, self.storage, image=image)
         try:
             record = self.registry.create(
@@ -112,6 +114,25 @@ class JobService:
         self.backend.delete(jid)
         self.registry.mark_deleted(record.id)
         log.info("job %s deleted", jid)
+
+    def check_callback(self, url: str | None) -> None:
+        """A callback this pman can sign, to a host the operator allows."""
+        if url is None:
+            return
+        if not self.settings.webhook_secret:
+            raise UnsupportedOption(
+                "callback_url: this pman sends no webhooks (PMAN_WEBHOOK_SECRET is not set)",
+                fields={"callback_url": "webhooks are not configured on this pman"},
+            )
+        if not host_allowed(url, self.settings.webhook_allowed_hosts):
+            raise UnsupportedOption(
+                "callback_url: its host is not one PMAN_WEBHOOK_ALLOWED_HOSTS allows",
+                fields={"callback_url": "host not allowed"},
+            )
+
+    def deliveries(self, jid: str) -> tuple[JobRecord, list[Delivery]]:
+        record = self.registry.latest(jid)
+        return record, self.registry.deliveries(record.id)
 
     def events(self, jid: str) -> tuple[JobRecord, list[Event]]:
         record = self.registry.latest(jid)

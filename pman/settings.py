@@ -25,6 +25,8 @@ from pman.limits import ImagePattern, Limits, parse_capabilities, parse_image_al
 
 CONTAINER_ENVS = ("local", "docker", "podman", "swarm", "kubernetes", "slurm", "cromwell")
 STORAGE_TYPES = ("host", "nfs", "docker_local_volume", "kubernetes_pvc")
+#: shortest PMAN_WEBHOOK_SECRET accepted in production
+MIN_WEBHOOK_SECRET_LENGTH = 32
 DEFAULT_DOCKER_HOSTS = {
     "docker": "unix:///var/run/docker.sock",
     "podman": "unix:///run/podman/podman.sock",
@@ -229,6 +231,23 @@ class Settings:
     auth_password: str | None = field(default=None, repr=False)
     #: seconds a JWT from /api/v1/auth-token/ stays valid
     auth_token_lifetime: int = 3600
+    # -- webhooks (pman.webhooks)
+    #: the global hook every state transition is POSTed to (kept out of repr:
+    #: a Slack URL is itself a credential)
+    webhook_url: str | None = field(default=None, repr=False)
+    #: "json" (pman's payload) or "slack" ({"text": ...}) for the global hook
+    webhook_format: str = "json"
+    #: HMAC-SHA256 key signing every delivery, the global hook's and jobs' callbacks
+    webhook_secret: str | None = field(default=None, repr=False)
+    #: hosts a job's callback_url may name: "*" any, "name", "*.domain"
+    webhook_allowed_hosts: tuple[str, ...] = ("*",)
+    #: attempts per delivery before it is marked failed
+    webhook_max_attempts: int = 10
+    #: seconds before the first retry; doubled each attempt, up to the cap
+    webhook_backoff_base: float = 1.0
+    webhook_backoff_cap: float = 300.0
+    #: seconds one delivery attempt may take (connect + answer)
+    webhook_timeout: float = 10.0
     # -- Kubernetes (CONTAINER_ENV=kubernetes)
     #: kubeconfig file; None: in-cluster config inside a pod, else ~/.kube/config
     kubeconfig: str | None = None
@@ -485,6 +504,30 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "PMAN_AUTH_TOKENS_FILE", read_tokens_file, ()
     )
     custom("PMAN_DATABASE_URL", _check_database_url, None)
+    # ---- webhooks ---------------------------------------------------------
+    from pman.webhooks import check_webhook_url, parse_allowed_hosts
+
+    values["webhook_url"] = custom("PMAN_WEBHOOK_URL", check_webhook_url, None)
+    values["webhook_format"] = env.str(
+        "PMAN_WEBHOOK_FORMAT", "json", validate=OneOf(("json", "slack"))
+    )
+    values["webhook_secret"] = env.str("PMAN_WEBHOOK_SECRET", None) or None
+    values["webhook_allowed_hosts"] = custom(
+        "PMAN_WEBHOOK_ALLOWED_HOSTS", parse_allowed_hosts, ("*",)
+    )
+    values["webhook_max_attempts"] = env.int(
+        "PMAN_WEBHOOK_MAX_ATTEMPTS", 10, validate=Range(min=1, max=100)
+    )
+    values["webhook_backoff_base"] = env.float(
+        "PMAN_WEBHOOK_BACKOFF_BASE", 1.0, validate=Range(min=0.01, max=3600)
+    )
+    values["webhook_backoff_cap"] = env.float(
+        "PMAN_WEBHOOK_BACKOFF_CAP", 300.0, validate=Range(min=0.01, max=86400)
+    )
+    values["webhook_timeout"] = env.float(
+        "PMAN_WEBHOOK_TIMEOUT", 10.0, validate=Range(min=0.1, max=300)
+    )
+    # ---- end of webhooks --------------------------------------------------
     # ---- SLURM backend ----------------------------------------------------
     values["slurm_job_dir"] = env.path("SLURM_JOB_DIR", None)
     values["slurm_container_runtime"] = env.str(
@@ -524,6 +567,19 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         errors["CROMWELL_URL"] = f"{values['cromwell_url']!r} is not an http:// or https:// URL"
     if values["container_env"] == "local" and storage != "host":
         errors["STORAGE_TYPE"] = "the local backend only supports STORAGE_TYPE=host"
+    # ---- webhooks ---------------------------------------------------------
+    secret = values["webhook_secret"]
+    if values["webhook_url"] and not secret:
+        errors["PMAN_WEBHOOK_SECRET"] = "required with PMAN_WEBHOOK_URL (it signs every delivery)"
+    elif (
+        secret
+        and values["application_mode"] == "production"
+        and len(secret) < MIN_WEBHOOK_SECRET_LENGTH
+    ):
+        errors["PMAN_WEBHOOK_SECRET"] = (
+            f"must have at least {MIN_WEBHOOK_SECRET_LENGTH} characters in production "
+            "(e.g. `openssl rand -hex 32`)"
+        )
     # ---- SLURM backend ----------------------------------------------------
     if values["container_env"] == "slurm":
         if storage not in ("host", "nfs"):

@@ -42,6 +42,7 @@ from pman.models import JobInfo, JobState
 from pman.registry import QUEUE_REASON, JobRecord, Registry
 from pman.settings import Settings
 from pman.storage import Storage
+from pman.webhooks import Deliverer
 
 log = logging.getLogger(__name__)
 
@@ -206,10 +207,12 @@ class Tracker:
         self._needs_reconcile = True
         self._last_reconcile = 0.0
         self.last_report = CycleReport()
+        #: sends the registry's webhook outbox while this tracker leads (None: no webhooks)
+        self.deliverer: Deliverer | None = None
 
     @classmethod
     def from_settings(cls, registry: Registry, backend: Backend, settings: Settings) -> Tracker:
-        return cls(
+        tracker = cls(
             registry,
             backend,
             logs_tail=settings.job_logs_tail,
@@ -219,6 +222,11 @@ class Tracker:
             max_running=settings.max_running,
             storage=Storage(settings),
         )
+        # one sender per registry: the leader's
+        tracker.deliverer = Deliverer.from_settings(
+            registry, settings, leading=lambda: tracker._leading
+        )
+        return tracker
 
     # ---------------------------------------------------------------- thread
     def start(self) -> None:
@@ -237,6 +245,8 @@ class Tracker:
             target=self._run_watch, name="pman-tracker-events", daemon=True
         )
         self._watch_thread.start()
+        if self.deliverer is not None:
+            self.deliverer.start()
 
     def stop(self) -> None:
         self._stop.set()
@@ -248,6 +258,8 @@ class Tracker:
             if thread is not None:
                 thread.join(timeout=10)
         self._thread = self._logs_thread = self._watch_thread = None
+        if self.deliverer is not None:
+            self.deliverer.stop()
         self._leading = False
         self.lock.release()
 
@@ -268,6 +280,8 @@ class Tracker:
                 if self._leading:
                     report = self.run_once()
                     busy = report.watched > 0
+                    if report.updated and self.deliverer is not None:
+                        self.deliverer.wake()  # new transitions: their deliveries are due
             except BackendUnavailable as e:
                 if not self._needs_reconcile:
                     log.warning("tracker: engine unavailable (%s); will reconcile when back", e)

@@ -54,6 +54,7 @@ def openapi_document() -> dict[str, Any]:
         (schemas.Health, "serialization"),
         (schemas.JobList, "serialization"),
         (schemas.JobEvents, "serialization"),
+        (schemas.WebhookDeliveries, "serialization"),
         (schemas.AuthTokenRequest, "validation"),
         (schemas.AuthToken, "serialization"),
     ]
@@ -117,6 +118,17 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "The job's state transitions with their times (kept after DELETE)",
                     "responses": {
                         "200": _json(_ref("JobEvents"), "the transitions, oldest first"),
+                        **_errors(404, 503),
+                    },
+                },
+            },
+            "/api/v1/{jid}/webhooks/": {
+                "parameters": [jid_param],
+                "get": {
+                    "summary": "The job's webhook deliveries: one per transition and target, "
+                    "with their attempts (kept after DELETE)",
+                    "responses": {
+                        "200": _json(_ref("WebhookDeliveries"), "the deliveries, oldest first"),
                         **_errors(404, 503),
                     },
                 },

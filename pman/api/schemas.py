@@ -19,6 +19,8 @@ from pydantic import (
     field_validator,
 )
 
+from pman.webhooks import MAX_URL_LENGTH, check_webhook_url
+
 _INT_TEXT = re.compile(r"\s*[+-]?\d+\s*")
 
 
@@ -112,6 +114,13 @@ class JobRequest(BaseModel):
     output_dir: StrictStr = Field(
         max_length=PATH_MAX, description="output folder, relative to STOREBASE"
     )
+    callback_url: StrictStr | None = Field(
+        default=None,
+        max_length=MAX_URL_LENGTH,
+        description="pman's extension (upstream clients never send it): an http(s) URL every "
+        "state transition of the job is POSTed to, signed (see the README's Webhooks); its "
+        "host must be allowed by PMAN_WEBHOOK_ALLOWED_HOSTS",
+    )
 
     @field_validator("*")
     @classmethod
@@ -122,6 +131,11 @@ class JobRequest(BaseModel):
         ):
             raise ValueError("must not contain NUL characters")
         return v
+
+    @field_validator("callback_url")
+    @classmethod
+    def _callback_url(cls, v: str | None) -> str | None:
+        return None if v is None else check_webhook_url(v)
 
     @field_validator("jid")
     @classmethod
@@ -237,6 +251,30 @@ class JobEvents(BaseModel):
 
     jid: str
     events: list[JobEvent]
+
+
+class WebhookDelivery(BaseModel):
+    model_config = ConfigDict(title="WebhookDelivery")
+
+    event_id: str = Field(description="X-Pman-Event-Id of the transition's deliveries")
+    event_state: str = Field(description="the pman state the transition entered")
+    target: Literal["callback", "global"] = Field(
+        description="the job's callback_url, or the global PMAN_WEBHOOK_URL"
+    )
+    url: str | None = Field(description="the callback_url; null for the global hook")
+    state: Literal["pending", "delivered", "failed"]
+    attempts: int
+    last_error: str = Field(description="why the last attempt failed; empty once delivered")
+    created_at: str
+    next_attempt_at: str | None = Field(description="when a pending delivery is tried next")
+    finished_at: str | None = Field(description="when it was delivered or given up")
+
+
+class WebhookDeliveries(BaseModel):
+    model_config = ConfigDict(title="WebhookDeliveries")
+
+    jid: str
+    deliveries: list[WebhookDelivery]
 
 
 class AuthTokenRequest(BaseModel):

@@ -13,6 +13,7 @@ from flask import Blueprint, Response, jsonify, request
 from pydantic import ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from pman import models
 from pman.api import schemas
 from pman.api.context import runtime
 from pman.api.errors import error_response
@@ -27,15 +28,7 @@ v1 = Blueprint("v1", __name__, url_prefix="/api/v1")
 health = Blueprint("health", __name__)
 
 #: pman's states as upstream's five status strings
-V1_STATUS: dict[JobState, schemas.JobStatus] = {
-    JobState.QUEUED: "notstarted",
-    JobState.RUNNING: "started",
-    JobState.SUCCEEDED: "finishedSuccessfully",
-    JobState.FAILED: "finishedWithError",
-    JobState.SYSTEM_ERROR: "finishedWithError",
-    JobState.CANCELLED: "finishedWithError",
-    JobState.UNKNOWN: "undefined",
-}
+V1_STATUS: dict[JobState, schemas.JobStatus] = models.V1_STATUS  # type: ignore[assignment]
 MAX_PAGE = 500
 
 
@@ -183,6 +176,32 @@ def job_events(jid: str) -> Response:
                 message=e.message,
             )
             for e in events
+        ],
+    )
+    return jsonify(body.model_dump())
+
+
+@v1.get("/<string:jid>/webhooks/", strict_slashes=False)
+def job_webhooks(jid: str) -> Response:
+    record, deliveries = runtime().service.deliveries(_job_name(jid))
+    instance = runtime().settings.instance
+    body = schemas.WebhookDeliveries(
+        jid=record.jid,
+        deliveries=[
+            schemas.WebhookDelivery(
+                event_id=f"{instance}-{d.event_id}",
+                event_state=d.payload["state"],
+                target=d.target,  # type: ignore[arg-type]
+                # the global URL is the operator's (a Slack URL is a credential)
+                url=d.url if d.target == "callback" else None,
+                state=d.state,  # type: ignore[arg-type]
+                attempts=d.attempts,
+                last_error=d.last_error,
+                created_at=d.created_at.isoformat(),
+                next_attempt_at=_iso(d.next_attempt_at) if d.state == "pending" else None,
+                finished_at=_iso(d.finished_at),
+            )
+            for d in deliveries
         ],
     )
     return jsonify(body.model_dump())

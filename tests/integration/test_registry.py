@@ -220,3 +220,37 @@ def test_concurrent_submissions_never_exceed_the_capacity(
     assert len(results) == 12
     direct = [r for r in results if r.reason != QUEUE_REASON]  # type: ignore[attr-defined]
     assert len(direct) == 3, [r.jid for r in direct]  # type: ignore[attr-defined]
+
+
+def test_transitions_queue_webhook_deliveries_in_their_transaction(
+    registry: Registry, tmp_path: Path
+) -> None:
+    registry.configure_webhooks("http://global.example/hook")
+    rec = registry.create(spec(tmp_path, jid="w", callback_url="http://cb.example/x"), "docker")
+    assert registry.get(rec.id).callback_url == "http://cb.example/x"
+    assert registry.pending_deliveries()[0].submitting, "its submission is still in flight"
+    registry.record(rec.id, info("w", JobState.FAILED, exit_code=2, message="exited with code 2"))
+    registry.mark_deleted(rec.id)
+    pending = registry.pending_deliveries()
+    assert [(d.target, d.payload["state"], d.payload["exit_code"]) for d in pending] == [
+        ("callback", "queued", None),
+        ("global", "queued", None),
+        ("callback", "failed", 2),
+        ("global", "failed", 2),
+        ("callback", "failed", 2),
+        ("global", "failed", 2),
+    ]
+    assert not any(d.submitting for d in pending), "the job has left its submission"
+    registry.delivery_attempted(pending[0].id, outcome="pending", error="HTTP 500", retry_at=None)
+    registry.delivery_attempted(pending[1].id, outcome="delivered")
+    registry.delivery_attempted(pending[2].id, outcome="failed", error="HTTP 404")
+    shown = {d.id: d for d in registry.deliveries(rec.id)}
+    assert (shown[pending[0].id].state, shown[pending[0].id].attempts) == ("pending", 1)
+    assert shown[pending[0].id].last_error == "HTTP 500"
+    assert shown[pending[1].id].state == "delivered" and shown[pending[1].id].finished_at
+    assert shown[pending[2].id].state == "failed"
+    assert len(registry.pending_deliveries()) == 4
+    registry.configure_webhooks(None)
+    other = registry.create(spec(tmp_path, jid="quiet"), "docker")
+    registry.record(other.id, info("quiet", JobState.RUNNING))
+    assert registry.deliveries(other.id) == [], "no target, no delivery"
