@@ -59,6 +59,8 @@ def session() -> requests.Session:
     http = requests.Session()
     http.headers["Authorization"] = f"Bearer {TOKEN}"
     return http
+
+
 CLIENTS = 16
 
 

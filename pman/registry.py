@@ -118,6 +118,10 @@ _RECORD = [c for c in jobs.c if c.key != "spec"]
 #: built once: the poll path runs it for every GET
 _ACTIVE_BY_JID = select(*_RECORD).where(and_(jobs.c.jid == bindparam("jid"), jobs.c.active))
 
+#: the reason of a record a user cancelled (POST /api/v1/<jid>/cancel/): its
+#: state is final, whatever the engine says afterwards (docker: exited 137)
+CANCELLED_REASON = "cancelled"
+
 UNFINISHED = (JobState.QUEUED.value, JobState.RUNNING.value, JobState.UNKNOWN.value)
 
 
@@ -441,16 +445,24 @@ class Registry:
         """Store what the engine says of a job; an event when the state changes.
 
         Returns True if the state changed. A finished job's state is final:
-        later reports cannot move it back.
+        later reports cannot move it back; a job a user cancelled keeps its
+        state and message too (the engine only reports the kill), and takes
+        only its final logs.
         """
         t = now()
         with self.engine.begin() as conn:
             row = conn.execute(
-                select(jobs.c.state, jobs.c.message).where(jobs.c.id == job_id)
+                select(jobs.c.state, jobs.c.message, jobs.c.reason)
+                .where(jobs.c.id == job_id)
+                .with_for_update()
             ).first()
             if row is None:
                 return False
             old = JobState(row.state)
+            if old is JobState.CANCELLED and row.reason == CANCELLED_REASON:
+                if logs is not None:
+                    conn.execute(update(jobs).where(jobs.c.id == job_id).values(logs=logs))
+                return False
             if old.finished and info.state is not old:
                 return False
             values: dict[str, Any] = {
@@ -488,6 +500,44 @@ class Registry:
                 .where(and_(jobs.c.id == job_id, jobs.c.state == JobState.RUNNING.value))
                 .values(logs=logs)
             )
+
+    @_db
+    def mark_cancelled(self, job_id: int, asked_at: datetime, logs: str | None = None) -> bool:
+        """A user cancelled the job at ``asked_at``: its state becomes CANCELLED
+        ("cancelled") for good. A job that had finished before the cancel was
+        asked for keeps its outcome; one recorded as finished since (the
+        tracker saw the engine kill it, say) is cancelled all the same.
+        Returns True if the record was changed."""
+        t = now()
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                select(jobs.c.state, jobs.c.reason, jobs.c.updated_at, jobs.c.finished_at)
+                .where(jobs.c.id == job_id)
+                .with_for_update()
+            ).first()
+            if row is None:
+                raise JobNotFound(f"no job record {job_id}")
+            old = JobState(row.state)
+            if old is JobState.CANCELLED and row.reason == CANCELLED_REASON:
+                return False
+            if old.finished and _utc(row.updated_at) < asked_at:  # type: ignore[operator]
+                return False
+            values: dict[str, Any] = {
+                "state": JobState.CANCELLED.value,
+                "reason": CANCELLED_REASON,
+                "message": "cancelled",
+                "updated_at": t,
+                "finished_at": _utc(row.finished_at) if old.finished else t,
+            }
+            if logs is not None:
+                values["logs"] = logs
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
+            conn.execute(
+                insert(job_events).values(
+                    job_id=job_id, at=t, state=JobState.CANCELLED.value, message="cancelled"
+                )
+            )
+        return True
 
     @_db
     def mark_deleted(self, job_id: int) -> None:
