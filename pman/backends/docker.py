@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -120,6 +121,10 @@ def _state_of(
     return JobState.FAILED, "exit_code", f"exited with code {code}"
 
 
+#: how often a followed service's state is checked, and how long its last
+#: lines get to arrive once it has ended
+FOLLOW_POLL_S = 1.0
+FOLLOW_DRAIN_S = 1.0
 #: seconds a cancelled container gets between SIGTERM and SIGKILL
 CANCEL_GRACE_S = 5
 
@@ -590,15 +595,41 @@ class DockerBackend(Backend):
             raise JobNotFound(f"no job named {name!r} on the {self.engine}") from e
         except Exception as e:
             self._raise(e, f"reading the logs of {name!r}")
-        return self._frames(res, name)
+        return self._frames(res, name, until_ended=follow and kind == "services")
 
-    def _frames(self, res: Any, name: str) -> Iterator[bytes]:
+    def _frames(self, res: Any, name: str, until_ended: bool = False) -> Iterator[bytes]:
+        """The demultiplexed body of a logs response. ``until_ended``: the engine
+        follows a service for ever (new tasks may come), so a watcher thread ends
+        the stream once the job has ended, after FOLLOW_DRAIN_S for the last
+        lines in flight; it stops with the generator."""
+        done = threading.Event()
+        if until_ended:
+            threading.Thread(target=self._end_with_job, args=(res, name, done), daemon=True).start()
         try:
             yield from demultiplex_stream(res.raw.read)
         except Exception as e:
-            self._raise(e, f"streaming the logs of {name!r}")
+            if not done.is_set():  # not the watcher's own shutdown
+                self._raise(e, f"streaming the logs of {name!r}")
         finally:
+            done.set()
             res.close()  # a client that went away closes the engine's stream too
+
+    def _end_with_job(self, res: Any, name: str, done: threading.Event) -> None:
+        while not done.wait(FOLLOW_POLL_S):
+            try:
+                ended = self.get(name).state.finished
+            except JobNotFound:
+                ended = True
+            except PmanError:
+                continue  # the reader sees an engine outage itself
+            if ended:
+                if not done.wait(FOLLOW_DRAIN_S):
+                    done.set()
+                    with contextlib.suppress(Exception):
+                        # wakes the reader blocked in recv (close() would not)
+                        sock = self.api._get_raw_response_socket(res)
+                        getattr(sock, "_sock", sock).shutdown(socket.SHUT_RDWR)
+                return
 
     def cancel(self, name: str) -> None:
         """Stop the container (SIGTERM, SIGKILL after CANCEL_GRACE_S) and keep it,

@@ -230,3 +230,44 @@ def test_since_on_docker(make_pman: Callable[..., Pman]) -> None:
     pman.wait(jid)
     assert _logs(pman, jid).text == "early\nlate\n"
     assert _logs(pman, jid, f"since={quote(middle)}").text == "late\n"
+
+
+# ------------------------------------------------------------------ swarm
+@pytest.mark.swarm
+def test_swarm_cancel_scales_to_zero_and_keeps_the_logs(make_pman: Callable[..., Pman]) -> None:
+    pman = make_pman("swarm")
+    body = _sh(pman, "echo started-work; sleep 300", cpu_limit=100)
+    jid = body["jid"]
+    assert pman.post(body).status_code == 201
+    pman.wait(jid, until=("started",))
+    _until(lambda: b"started-work" in _logs(pman, jid).content, "the job wrote its line")
+    resp = _cancel(pman, jid)
+    assert resp.status_code == 200, resp.text
+    assert (resp.json()["status"], resp.json()["message"]) == ("finishedWithError", "cancelled")
+    assert pman.engine is not None
+    svc = pman.engine.inspect_service(jid)
+    assert svc["Spec"]["Mode"]["Replicated"]["Replicas"] == 0
+
+    def stopped() -> bool:
+        tasks = pman.engine.tasks(filters={"service": svc["ID"]})  # type: ignore[union-attr]
+        return bool(tasks) and all(t["Status"]["State"] == "shutdown" for t in tasks)
+
+    _until(stopped, "the swarm shut the task down")
+    pman.service.tracker.run_once()
+    assert pman.get(jid).json()["message"] == "cancelled"
+    assert _logs(pman, jid).text == "started-work\n"
+    assert pman.delete(jid).status_code == 204
+
+
+@pytest.mark.swarm
+def test_swarm_follow_ends_with_the_job(make_pman: Callable[..., Pman]) -> None:
+    pman = make_pman("swarm")
+    body = _sh(pman, "for i in 1 2 3 4; do echo tick $i; sleep 0.5; done", cpu_limit=100)
+    jid = body["jid"]
+    assert pman.post(body).status_code == 201
+    pman.wait(jid, until=("started", *("finishedSuccessfully",)))
+    with _logs(pman, jid, "follow=true", stream=True) as resp:
+        assert resp.status_code == 200
+        lines = [line.decode() for line in resp.iter_lines()]
+    assert lines == [f"tick {i}" for i in range(1, 5)]
+    assert _logs(pman, jid, "tail=1").text == "tick 4\n"
