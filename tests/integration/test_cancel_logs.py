@@ -271,3 +271,33 @@ def test_swarm_follow_ends_with_the_job(make_pman: Callable[..., Pman]) -> None:
         lines = [line.decode() for line in resp.iter_lines()]
     assert lines == [f"tick {i}" for i in range(1, 5)]
     assert _logs(pman, jid, "tail=1").text == "tick 4\n"
+
+
+# ------------------------------------------------------------------ slurm
+@pytest.mark.slurm
+def test_slurm_cancel_keeps_the_job_folder_and_follow_ends(
+    make_pman: Callable[..., Pman],
+) -> None:
+    pman = make_pman("slurm", SLURM_CONTAINER_RUNTIME="none")
+    body = _sh(pman, "echo started-work; sleep 300")
+    jid = body["jid"]
+    assert pman.post(body).status_code == 201
+    _until(lambda: b"started-work" in _logs(pman, jid).content, "the job wrote its line", 60)
+    resp = _cancel(pman, jid)
+    assert resp.status_code == 200, resp.text
+    assert (resp.json()["status"], resp.json()["message"]) == ("finishedWithError", "cancelled")
+    jobdir = pman.service.backend._dir(jid)
+    assert (jobdir / "log").exists()
+    _until(lambda: pman.service.backend.get(jid).state.finished, "SLURM ended the job", 60)
+    pman.service.tracker.run_once()
+    assert pman.get(jid).json()["message"] == "cancelled"
+    # a followed log of a job that has ended returns at once with the whole log,
+    # SLURM's own word on the cancel included
+    text = _logs(pman, jid, "follow=true").text
+    assert text.startswith("started-work\n") and "CANCELLED" in text
+
+    body = _sh(pman, "for i in 1 2 3; do echo tick $i; sleep 0.5; done")
+    assert pman.post(body).status_code == 201
+    with _logs(pman, body["jid"], "follow=true", stream=True) as resp:
+        lines = [line.decode() for line in resp.iter_lines()]
+    assert lines == ["tick 1", "tick 2", "tick 3"]
