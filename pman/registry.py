@@ -118,6 +118,9 @@ _RECORD = [c for c in jobs.c if c.key != "spec"]
 #: built once: the poll path runs it for every GET
 _ACTIVE_BY_JID = select(*_RECORD).where(and_(jobs.c.jid == bindparam("jid"), jobs.c.active))
 
+#: tries of a compare-and-set write before giving up
+_CAS_ATTEMPTS = 10
+
 #: the reason of a record a user cancelled (POST /api/v1/<jid>/cancel/): its
 #: state is final, whatever the engine says afterwards (docker: exited 137)
 CANCELLED_REASON = "cancelled"
@@ -449,6 +452,19 @@ class Registry:
         state and message too (the engine only reports the kill), and takes
         only its final logs.
         """
+        for _ in range(_CAS_ATTEMPTS):
+            done = self._record_once(job_id, info, logs)
+            if done is not None:
+                return done
+        log.warning("job record %d kept changing; the engine's report was not stored", job_id)
+        return False
+
+    def _record_once(self, job_id: int, info: JobInfo, logs: str | None) -> bool | None:
+        """One try of ``record``; None if the row changed between its read and its write.
+
+        The write is conditional on the state read (compare and set): pysqlite
+        runs the SELECT outside the write transaction, so without it a
+        report read before a cancel could overwrite the cancel."""
         t = now()
         with self.engine.begin() as conn:
             row = conn.execute(
@@ -458,6 +474,9 @@ class Registry:
             ).first()
             if row is None:
                 return False
+            unchanged = and_(
+                jobs.c.id == job_id, jobs.c.state == row.state, jobs.c.reason == row.reason
+            )
             old = JobState(row.state)
             if old is JobState.CANCELLED and row.reason == CANCELLED_REASON:
                 if logs is not None:
@@ -480,7 +499,8 @@ class Registry:
                 values["finished_at"] = info.finished_at or t
             if logs is not None:
                 values["logs"] = logs
-            conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
+            if conn.execute(update(jobs).where(unchanged).values(**values)).rowcount == 0:
+                return None
             changed = old is not info.state
             if changed:
                 conn.execute(
@@ -508,6 +528,15 @@ class Registry:
         asked for keeps its outcome; one recorded as finished since (the
         tracker saw the engine kill it, say) is cancelled all the same.
         Returns True if the record was changed."""
+        for _ in range(_CAS_ATTEMPTS):
+            done = self._mark_cancelled_once(job_id, asked_at, logs)
+            if done is not None:
+                return done
+        raise RegistryUnavailable(f"job record {job_id} kept changing; the cancel was not stored")
+
+    def _mark_cancelled_once(
+        self, job_id: int, asked_at: datetime, logs: str | None
+    ) -> bool | None:
         t = now()
         with self.engine.begin() as conn:
             row = conn.execute(
@@ -531,7 +560,14 @@ class Registry:
             }
             if logs is not None:
                 values["logs"] = logs
-            conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
+            unchanged = and_(
+                jobs.c.id == job_id,
+                jobs.c.state == row.state,
+                jobs.c.reason == row.reason,
+                jobs.c.updated_at == row.updated_at,
+            )
+            if conn.execute(update(jobs).where(unchanged).values(**values)).rowcount == 0:
+                return None  # changed since it was read (the tracker): read again
             conn.execute(
                 insert(job_events).values(
                     job_id=job_id, at=t, state=JobState.CANCELLED.value, message="cancelled"
