@@ -164,6 +164,13 @@ _RECORD = [c for c in jobs.c if c.key != "spec"]
 #: built once: the poll path runs it for every GET
 _ACTIVE_BY_JID = select(*_RECORD).where(and_(jobs.c.jid == bindparam("jid"), jobs.c.active))
 
+#: tries of a compare-and-set write before giving up
+_CAS_ATTEMPTS = 10
+
+#: the reason of a record a user cancelled (POST /api/v1/<jid>/cancel/): its
+#: state is final, whatever the engine says afterwards (docker: exited 137)
+CANCELLED_REASON = "cancelled"
+
 UNFINISHED = (JobState.QUEUED.value, JobState.RUNNING.value, JobState.UNKNOWN.value)
 
 
@@ -766,18 +773,40 @@ class Registry:
         """Store what the engine says of a job; an event when the state changes.
 
         Returns True if the state changed. A finished job's state is final:
-        later reports cannot move it back.
+        later reports cannot move it back; a job a user cancelled keeps its
+        state and message too (the engine only reports the kill), and takes
+        only its final logs.
         """
+        for _ in range(_CAS_ATTEMPTS):
+            done = self._record_once(job_id, info, logs)
+            if done is not None:
+                return done
+        log.warning("job record %d kept changing; the engine's report was not stored", job_id)
+        return False
+
+    def _record_once(self, job_id: int, info: JobInfo, logs: str | None) -> bool | None:
+        """One try of ``record``; None if the row changed between its read and its write.
+
+        The write is conditional on the state read (compare and set): pysqlite
+        runs the SELECT outside the write transaction, so without it a
+        report read before a cancel could overwrite the cancel."""
         t = now()
         with self.engine.begin() as conn:
             row = conn.execute(
-                select(jobs.c.state, jobs.c.message, jobs.c.jid, jobs.c.callback_url).where(
-                    jobs.c.id == job_id
-                )
+                select(jobs.c.state, jobs.c.message, jobs.c.reason, jobs.c.jid, jobs.c.callback_url)
+                .where(jobs.c.id == job_id)
+                .with_for_update()
             ).first()
             if row is None:
                 return False
+            unchanged = and_(
+                jobs.c.id == job_id, jobs.c.state == row.state, jobs.c.reason == row.reason
+            )
             old = JobState(row.state)
+            if old is JobState.CANCELLED and row.reason == CANCELLED_REASON:
+                if logs is not None:
+                    conn.execute(update(jobs).where(jobs.c.id == job_id).values(logs=logs))
+                return False
             if old.finished and info.state is not old:
                 return False
             values: dict[str, Any] = {
@@ -795,7 +824,8 @@ class Registry:
                 values["finished_at"] = info.finished_at or t
             if logs is not None:
                 values["logs"] = logs
-            conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
+            if conn.execute(update(jobs).where(unchanged).values(**values)).rowcount == 0:
+                return None
             changed = old is not info.state
             if changed:
                 self._event(
@@ -820,6 +850,72 @@ class Registry:
                 .where(and_(jobs.c.id == job_id, jobs.c.state == JobState.RUNNING.value))
                 .values(logs=logs)
             )
+
+    @_db
+    def mark_cancelled(self, job_id: int, asked_at: datetime, logs: str | None = None) -> bool:
+        """A user cancelled the job at ``asked_at``: its state becomes CANCELLED
+        ("cancelled") for good. A job that had finished before the cancel was
+        asked for keeps its outcome; one recorded as finished since (the
+        tracker saw the engine kill it, say) is cancelled all the same.
+        Returns True if the record was changed."""
+        for _ in range(_CAS_ATTEMPTS):
+            done = self._mark_cancelled_once(job_id, asked_at, logs)
+            if done is not None:
+                return done
+        raise RegistryUnavailable(f"job record {job_id} kept changing; the cancel was not stored")
+
+    def _mark_cancelled_once(
+        self, job_id: int, asked_at: datetime, logs: str | None
+    ) -> bool | None:
+        t = now()
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                select(
+                    jobs.c.state,
+                    jobs.c.reason,
+                    jobs.c.updated_at,
+                    jobs.c.finished_at,
+                    jobs.c.jid,
+                    jobs.c.callback_url,
+                )
+                .where(jobs.c.id == job_id)
+                .with_for_update()
+            ).first()
+            if row is None:
+                raise JobNotFound(f"no job record {job_id}")
+            old = JobState(row.state)
+            if old is JobState.CANCELLED and row.reason == CANCELLED_REASON:
+                return False
+            if old.finished and _utc(row.updated_at) < asked_at:  # type: ignore[operator]
+                return False
+            values: dict[str, Any] = {
+                "state": JobState.CANCELLED.value,
+                "reason": CANCELLED_REASON,
+                "message": "cancelled",
+                "updated_at": t,
+                "finished_at": _utc(row.finished_at) if old.finished else t,
+            }
+            if logs is not None:
+                values["logs"] = logs
+            unchanged = and_(
+                jobs.c.id == job_id,
+                jobs.c.state == row.state,
+                jobs.c.reason == row.reason,
+                jobs.c.updated_at == row.updated_at,
+            )
+            if conn.execute(update(jobs).where(unchanged).values(**values)).rowcount == 0:
+                return None  # changed since it was read (the tracker): read again
+            self._event(
+                conn,
+                job_id,
+                t,
+                JobState.CANCELLED.value,
+                "cancelled",
+                jid=row.jid,
+                exit_code=None,
+                callback_url=row.callback_url,
+            )
+        return True
 
     @_db
     def mark_deleted(self, job_id: int) -> None:

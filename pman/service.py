@@ -4,14 +4,23 @@ the source of truth for polls, the backend is asked only to act."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 
 from pman.backends.base import Backend
-from pman.errors import InvalidJobSpec, JobExists, UnsupportedOption
+from pman.errors import (
+    BackendUnavailable,
+    InvalidJobSpec,
+    JobExists,
+    JobNotFound,
+    PmanError,
+    UnsupportedOption,
+)
 from pman.jobs import build_spec
 from pman.limits import check_request
 from pman.models import JobRequest
-from pman.registry import QUEUE_REASON, Delivery, Event, JobRecord, Page, Registry
+from pman.registry import QUEUE_REASON, Delivery, Event, JobRecord, Page, Registry, now
 from pman.settings import Settings
 from pman.storage import Storage
 from pman.tracker import Tracker
@@ -133,6 +142,58 @@ class JobService:
     def deliveries(self, jid: str) -> tuple[JobRecord, list[Delivery]]:
         record = self.registry.latest(jid)
         return record, self.registry.deliveries(record.id)
+
+    def cancel(self, jid: str) -> JobRecord:
+        """Stop the job on the engine, keep its record and logs: CANCELLED
+        ("cancelled") for good. A job that has finished already is left as it
+        is (cancelling is idempotent)."""
+        record = self.registry.active(jid)
+        if record.state.finished:
+            return record
+        asked_at = now()
+        try:
+            info = self.backend.get(jid)
+        except JobNotFound:
+            info = None
+            if record.message == "submitting":
+                # its POST is on its way to the engine: cancelling now would
+                # let the job start after the record says it was cancelled
+                raise JobExists(
+                    f"job {jid!r} is being submitted; cancel it again in a moment"
+                ) from None
+        if info is not None and info.state.finished:
+            # it ended before the cancel: record how, as the tracker would
+            self.registry.record(record.id, info, self._tail(jid))
+            return self.registry.get(record.id)
+        logs = None
+        if info is not None:
+            # read before too: some engines drop the logs with the work (a
+            # suspended Kubernetes Job deletes its pods)
+            before = self._tail(jid)
+            self.backend.cancel(jid)
+            logs = self._tail(jid) or before
+        self.registry.mark_cancelled(record.id, asked_at, logs)
+        self.tracker.wake()
+        log.info("job %s cancelled", jid)
+        return self.registry.get(record.id)
+
+    def _tail(self, jid: str) -> str | None:
+        """The job's last log lines, or None when the engine cannot give them."""
+        try:
+            return self.backend.logs(jid, self.settings.job_logs_tail)
+        except BackendUnavailable:
+            raise
+        except PmanError as e:
+            log.warning("job %s: could not read its final logs: %s", jid, e.message)
+            return None
+
+    def logs(
+        self, jid: str, tail: int | None, since: datetime | None, follow: bool
+    ) -> Iterator[bytes]:
+        """The job's logs as the engine keeps them, in chunks (see Backend.iter_logs).
+        Raises before the first chunk for an unknown job or an unsupported option."""
+        self.registry.active(jid, with_labels=False)
+        return self.backend.iter_logs(jid, tail=tail, since=since, follow=follow)
 
     def events(self, jid: str) -> tuple[JobRecord, list[Event]]:
         record = self.registry.latest(jid)

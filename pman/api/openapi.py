@@ -112,6 +112,59 @@ def openapi_document() -> dict[str, Any]:
                     },
                 },
             },
+            "/api/v1/{jid}/cancel/": {
+                "parameters": [jid_param],
+                "post": {
+                    "summary": "Stop a job but keep its record and logs "
+                    "(status finishedWithError, message 'cancelled'); a finished job is "
+                    "answered unchanged",
+                    "responses": {
+                        "200": _json(_ref("Job"), "the job after the cancel"),
+                        "409": _json(_ref("Error"), "the job is still being submitted: try again"),
+                        **_errors(400, 404, 502, 503),
+                    },
+                },
+            },
+            "/api/v1/{jid}/logs/": {
+                "parameters": [jid_param],
+                "get": {
+                    "summary": "The job's whole log as text, streamed; follow=true streams "
+                    "until the job ends",
+                    "parameters": [
+                        {
+                            "name": "tail",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "integer", "minimum": 0},
+                            "description": "only the last this many lines",
+                        },
+                        {
+                            "name": "since",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "format": "date-time"},
+                            "description": "only what was written at or after this ISO 8601 "
+                            "time (UTC if no zone); backends whose logs have no timestamps "
+                            "(local, slurm, cromwell) answer 400",
+                        },
+                        {
+                            "name": "follow",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "boolean", "default": False},
+                            "description": "true: keep the response open (chunked) and send "
+                            "what the job writes until it ends",
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "the log, as the job wrote it",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
+                        **_errors(400, 404, 502, 503),
+                    },
+                },
+            },
             "/api/v1/{jid}/events/": {
                 "parameters": [jid_param],
                 "get": {

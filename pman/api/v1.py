@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shlex
-from datetime import datetime
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -161,6 +163,72 @@ def get_job(jid: str) -> Response:
 def delete_job(jid: str) -> tuple[str, int]:
     runtime().service.delete(_job_name(jid))
     return "", 204
+
+
+@v1.post("/<string:jid>/cancel/", strict_slashes=False)
+def cancel_job(jid: str) -> Response:
+    record = runtime().service.cancel(_job_name(jid))
+    return jsonify(job_body(record.info(), record.logs or ""))
+
+
+_TAIL = re.compile(r"\d{1,9}")
+_TRUE = ("true", "1", "yes")
+_FALSE = ("false", "0", "no")
+
+
+def _logs_query() -> tuple[int | None, datetime | None, bool]:
+    """tail, since and follow of a logs request; InvalidJobSpec naming a bad one."""
+    args = request.args
+    tail = None
+    if "tail" in args:
+        if not _TAIL.fullmatch(args["tail"]):
+            raise InvalidJobSpec(
+                "tail must be a whole number of lines >= 0",
+                fields={"tail": "not a whole number >= 0"},
+            )
+        tail = int(args["tail"])
+    since = None
+    if "since" in args:
+        try:
+            since = datetime.fromisoformat(args["since"])
+        except ValueError:
+            raise InvalidJobSpec(
+                "since must be an ISO 8601 time, e.g. 2026-01-02T03:04:05Z",
+                fields={"since": "not an ISO 8601 time"},
+            ) from None
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+    follow = args.get("follow", "false").lower()
+    if follow not in _TRUE + _FALSE:
+        raise InvalidJobSpec("follow must be true or false", fields={"follow": "not true or false"})
+    return tail, since, follow in _TRUE
+
+
+def _logged(jid: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The chunks as they come; a failure half-way is logged and ends the
+    response abruptly (no final chunk), so the client knows it is incomplete.
+    Closing this generator (the client went away) closes the engine's stream."""
+    try:
+        yield from chunks
+    except PmanError as e:
+        log.error("job %s: the log stream failed: %s", jid, e.message)
+        raise
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+
+
+@v1.get("/<string:jid>/logs/", strict_slashes=False)
+def job_logs(jid: str) -> Response:
+    name = _job_name(jid)
+    tail, since, follow = _logs_query()
+    chunks = runtime().service.logs(name, tail=tail, since=since, follow=follow)
+    resp = Response(_logged(name, chunks), content_type="text/plain; charset=utf-8")
+    # proxies must pass a followed log on as it comes
+    resp.headers["Cache-Control"] = "no-store"
+    resp.headers["X-Accel-Buffering"] = "no"
+    return resp
 
 
 @v1.get("/<string:jid>/events/", strict_slashes=False)

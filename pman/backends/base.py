@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import re
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 from typing import ClassVar, Protocol
 
-from pman.errors import InvalidJobSpec
+from pman.errors import InvalidJobSpec, UnsupportedOption
 from pman.models import JobInfo, JobSpec, JobState
 from pman.settings import Settings
 
@@ -37,6 +41,81 @@ class ChangeStream(Protocol):
     def __iter__(self) -> Iterator[str]: ...
 
     def close(self) -> None: ...
+
+
+#: the lines the default ``iter_logs`` asks ``logs`` for when no tail is given
+DEFAULT_FULL_LOG_LINES = 100_000
+#: bytes per read of a log file or an engine's log stream
+LOG_CHUNK = 64 * 1024
+
+
+def read_file_chunks(
+    path: Path,
+    tail: int | None = None,
+    follow_until: Callable[[], bool] | None = None,
+    poll: float = 0.2,
+    chunk: int = LOG_CHUNK,
+) -> Iterator[bytes]:
+    """A log file in chunks of at most ``chunk`` bytes: all of it, or from the
+    start of its last ``tail`` lines (found by reading backwards from the end).
+
+    With ``follow_until`` (a function that is True once the writer has ended)
+    it keeps reading what is appended, every ``poll`` seconds, and stops after
+    the first read that finds nothing new once the writer has ended. A missing
+    file is an empty log (the job has not written yet).
+    """
+    offset = 0 if tail is None else tail_offset(path, tail)
+    while True:
+        ended = follow_until() if follow_until is not None else True
+        try:
+            f = open(path, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            f = None
+        if f is not None:
+            with f:
+                f.seek(offset)
+                while data := f.read(chunk):
+                    offset += len(data)
+                    yield data
+        if ended:
+            return
+        time.sleep(poll)
+
+
+def tail_offset(path: Path, n: int, block: int = LOG_CHUNK) -> int:
+    """Where the last ``n`` lines of a file start, reading only blocks of its end.
+
+    A last line without a final newline counts as a line.
+    """
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return 0
+    with f:
+        end = f.seek(0, os.SEEK_END)
+        if n <= 0:
+            return end
+        pos = end
+        newlines = 0
+        # a final newline ends the last line; it does not start another
+        if end > 0:
+            f.seek(end - 1)
+            if f.read(1) == b"\n":
+                newlines = -1
+        while pos > 0:
+            step = min(block, pos)
+            pos -= step
+            f.seek(pos)
+            data = f.read(step)
+            i = len(data)
+            while True:
+                i = data.rfind(b"\n", 0, i)
+                if i < 0:
+                    break
+                newlines += 1
+                if newlines == n:
+                    return pos + i + 1
+        return 0
 
 
 class Backend(ABC):
@@ -74,6 +153,43 @@ class Backend(ABC):
     @abstractmethod
     def logs(self, name: str, tail: int) -> str:
         """The last ``tail`` lines of the job's combined stdout and stderr."""
+
+    def iter_logs(
+        self,
+        name: str,
+        tail: int | None = None,
+        since: datetime | None = None,
+        follow: bool = False,
+    ) -> Iterator[bytes]:
+        """The job's whole log (or its last ``tail`` lines, or what it wrote at
+        or after ``since``) as chunks of bytes, never the whole log in memory;
+        with ``follow`` the iterator keeps going until the job ends.
+
+        Raises JobNotFound (and other pman errors) when CALLED, so the caller
+        can answer with an error before the first byte; closing the iterator
+        releases whatever engine stream it holds. This default serves engines
+        without a streaming log call: what ``logs`` gives, no ``since`` and no
+        ``follow``.
+        """
+        if since is not None or follow:
+            option = "since" if since is not None else "follow"
+            raise UnsupportedOption(
+                f"the {self.name} backend cannot give a job's logs with {option!r}",
+                fields={option: f"not supported by the {self.name} backend"},
+            )
+        text = self.logs(name, tail if tail is not None else DEFAULT_FULL_LOG_LINES)
+        data = text.encode()
+        return iter([data] if data else [])
+
+    def cancel(self, name: str) -> None:
+        """Stop the job's work but keep what holds its logs and its final state.
+
+        Cancelling a finished job is a no-op; an unknown job raises JobNotFound.
+        """
+        raise UnsupportedOption(
+            f"the {self.name} backend cannot cancel a job; DELETE removes it",
+            fields={"jid": f"cancel is not supported by the {self.name} backend"},
+        )
 
     @abstractmethod
     def delete(self, name: str) -> None:

@@ -28,13 +28,15 @@ import math
 import os
 import re
 import shlex
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, NoReturn
 
 import requests
 
-from pman.backends.base import Backend, Outcome
+from pman.backends.base import LOG_CHUNK, Backend, Outcome, tail_offset
 from pman.errors import (
     BackendError,
     BackendUnavailable,
@@ -426,6 +428,86 @@ def tail_lines(path: str, lines: int, limit: int = LOG_READ_LIMIT) -> list[str]:
     return out[-lines:]
 
 
+def _follow_files(
+    sources: list[tuple[str, str]],
+    tail: int | None,
+    refresh: Callable[[], list[tuple[str, str]]] | None,
+    ended: Callable[[], bool] | None,
+    poll: float = 1.0,
+) -> Iterator[bytes]:
+    """Whole lines of several files in turn, each with its prefix, from the
+    start of the last ``tail`` lines of them all; with ``refresh`` and
+    ``ended``, again every ``poll`` seconds (files may appear or grow) until
+    the writer has ended. A line is read in pieces of at most LOG_CHUNK bytes."""
+    offsets: dict[str, int] = {}
+    if tail is not None:
+        want = tail
+        for _, path in reversed(sources):
+            start = tail_offset(Path(path), want) if want > 0 else _size(path)
+            offsets[path] = start
+            want -= _count_lines(path, start)
+            want = max(want, 0)
+
+    def drain(final: bool) -> Iterator[bytes]:
+        for prefix, path in sources:
+            if "://" in path:  # in a bucket, say: not on pman's filesystem
+                if path not in offsets:
+                    offsets[path] = 0
+                    yield f"{prefix}pman cannot read the job's log at {path}\n".encode()
+                continue
+            try:
+                f = open(path, "rb")  # noqa: SIM115 - closed below
+            except FileNotFoundError:
+                continue  # not written yet
+            except OSError as e:
+                if path not in offsets:
+                    offsets[path] = 0
+                    yield f"{prefix}pman cannot read {path}: {e.strerror}\n".encode()
+                continue
+            with f:
+                f.seek(offsets.get(path, 0))
+                while line := f.readline(LOG_CHUNK):
+                    if not line.endswith(b"\n") and len(line) < LOG_CHUNK and not final:
+                        break  # half a line: the rest comes at the next pass
+                    offsets[path] = f.tell()
+                    yield prefix.encode() + line
+                    if not line.endswith(b"\n") and final:
+                        yield b"\n"
+
+    if refresh is None or ended is None:
+        yield from drain(final=True)
+        return
+    while True:
+        done = ended()
+        yield from drain(final=done)
+        if done:
+            return
+        time.sleep(poll)
+        sources = refresh()
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def _count_lines(path: str, start: int) -> int:
+    """Lines from ``start`` to the end (a last line without newline counts)."""
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError:
+        return 0
+    count, last = 0, b"\n"
+    with f:
+        f.seek(start)
+        while data := f.read(LOG_CHUNK):
+            count += data.count(b"\n")
+            last = data[-1:]
+    return count + (last != b"\n")
+
+
 def _query_params(criteria: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     return [*criteria, ("additionalQueryResultFields", "labels")]
 
@@ -647,6 +729,68 @@ class CromwellBackend(Backend):
             return info_from_metadata(metadata)
         except Exception as e:
             self._raise(e, f"reading the metadata of job {name!r}")
+
+    def _log_sources(self, name: str) -> list[tuple[str, str]]:
+        """(prefix, path) of every stdout and stderr file of the job's tasks, in
+        the order ``logs`` gives them; a path pman cannot read is ("", message)."""
+        workflow_id = self._ids.get(name) or self._found(name)["id"]
+        answer = self._call(
+            "GET", f"/api/workflows/v1/{workflow_id}/logs", f"reading the logs of job {name!r}"
+        )
+        calls = _latest_attempts((answer.get("calls") or {}).get(CALL_NAME) or [])
+        many = len(calls) > 1
+        sources = []
+        for call in calls:
+            prefix = f"[worker {call.get('shardIndex')}] " if many else ""
+            for key in ("stdout", "stderr"):
+                path = call.get(key)
+                if path:
+                    sources.append((prefix, str(path)))
+        return sources
+
+    def iter_logs(
+        self,
+        name: str,
+        tail: int | None = None,
+        since: datetime | None = None,
+        follow: bool = False,
+    ) -> Iterator[bytes]:
+        """The tasks' stdout and stderr files, in chunks of whole lines (each
+        worker's prefixed as in ``logs``). Following, every file is read again
+        once a second, the workflow is asked whether it has ended, and only
+        whole lines are sent so that files never interleave mid-line."""
+        if since is not None:
+            raise UnsupportedOption(
+                "the cromwell backend cannot filter logs by time: the tasks' stdout "
+                "and stderr files have no timestamps",
+                fields={"since": "not supported by the cromwell backend"},
+            )
+        sources = self._log_sources(name)
+
+        def ended() -> bool:
+            try:
+                return self.get(name).state.finished
+            except JobNotFound:
+                return True
+
+        return _follow_files(
+            sources,
+            tail,
+            (lambda: self._log_sources(name)) if follow else None,
+            ended if follow else None,
+        )
+
+    def cancel(self, name: str) -> None:
+        """Abort the workflow (Cromwell stops its task and keeps the workflow,
+        its metadata and its files); one that has ended is left alone."""
+        found = self._found(name)
+        if found.get("status") not in ACTIVE_STATUSES:
+            return
+        try:
+            self._call("POST", f"/api/workflows/v1/{found['id']}/abort", f"aborting job {name!r}")
+        except BackendError as e:
+            if _status(e) != 403:  # 403: it ended meanwhile, nothing to abort
+                raise
 
     def logs(self, name: str, tail: int) -> str:
         workflow_id = self._ids.get(name) or self._found(name)["id"]

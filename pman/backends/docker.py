@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, ClassVar, NoReturn
 
@@ -21,7 +22,7 @@ import requests.exceptions
 from docker.types import DeviceRequest
 from docker.utils import kwargs_from_env, parse_repository_tag
 
-from pman.backends.base import Backend, ChangeStream
+from pman.backends.base import LOG_CHUNK, Backend, ChangeStream
 from pman.errors import (
     BackendError,
     BackendUnavailable,
@@ -120,6 +121,13 @@ def _state_of(
     return JobState.FAILED, "exit_code", f"exited with code {code}"
 
 
+#: how often a followed service's state is checked, and how long its last
+#: lines get to arrive once it has ended
+FOLLOW_POLL_S = 1.0
+FOLLOW_DRAIN_S = 1.0
+#: seconds a cancelled container gets between SIGTERM and SIGKILL
+CANCEL_GRACE_S = 5
+
 _EXITED = re.compile(r"Exited \((-?\d+)\)")
 
 
@@ -139,6 +147,40 @@ def demultiplex(data: bytes) -> bytes:
         out += data[pos + 8 : pos + 8 + size]
         pos += 8 + size
     return bytes(out) if pos == len(data) else data
+
+
+def demultiplex_stream(read: Callable[[int], bytes], chunk: int = LOG_CHUNK) -> Iterator[bytes]:
+    """``demultiplex`` for a stream: ``read(n)`` gives at most ``n`` bytes, b"" at
+    the end. Yields each frame's payload in pieces of at most ``chunk`` bytes,
+    so a long log never sits in memory whole; reads exactly a frame's size, so
+    a followed stream yields each line as the engine sends it."""
+
+    def exactly(n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            more = read(n - len(data))
+            if not more:
+                break
+            data += more
+        return data
+
+    while True:
+        header = exactly(8)
+        if not header:
+            return
+        if len(header) < 8 or header[0] not in (0, 1, 2) or header[1:4] != b"\0\0\0":
+            # not multiplexed (a TTY): the bytes are the logs
+            yield header
+            while data := read(chunk):
+                yield data
+            return
+        size = int.from_bytes(header[4:8], "big")
+        while size > 0:
+            data = exactly(min(size, chunk))
+            if not data:
+                return  # the engine closed the stream mid-frame
+            size -= len(data)
+            yield data
 
 
 def job_info_from_summary(c: dict[str, Any]) -> JobInfo:
@@ -529,6 +571,91 @@ class DockerBackend(Backend):
         except Exception as e:
             self._raise(e, f"reading the logs of {name!r}")
         return demultiplex(res.content).decode("utf-8", errors="replace")
+
+    def iter_logs(
+        self,
+        name: str,
+        tail: int | None = None,
+        since: datetime | None = None,
+        follow: bool = False,
+    ) -> Iterator[bytes]:
+        self._inspect_owned(name)
+        return self._stream_logs("containers", name, tail, since, follow)
+
+    def _stream_logs(
+        self, kind: str, name: str, tail: int | None, since: datetime | None, follow: bool
+    ) -> Iterator[bytes]:
+        """The Engine API's logs endpoint of a container or a service, streamed:
+        the request is made here (errors before the first chunk), the body is
+        read frame by frame as the returned generator is iterated."""
+        params: dict[str, Any] = {
+            "stdout": 1,
+            "stderr": 1,
+            "timestamps": 0,
+            "follow": int(follow),
+            "tail": "all" if tail is None else tail,
+        }
+        if since is not None:
+            params["since"] = f"{since.timestamp():.9f}"
+        try:
+            res = self.api._get(
+                self.api._url(f"/{kind}/{{0}}/logs", name),
+                params=params,
+                stream=True,
+                # a followed job may be quiet for long: the stream ends with the job
+                timeout=None if follow else self.settings.engine_timeout,
+            )
+            self.api._raise_for_status(res)
+        except docker.errors.NotFound as e:
+            raise JobNotFound(f"no job named {name!r} on the {self.engine}") from e
+        except Exception as e:
+            self._raise(e, f"reading the logs of {name!r}")
+        return self._frames(res, name, until_ended=follow and kind == "services")
+
+    def _frames(self, res: Any, name: str, until_ended: bool = False) -> Iterator[bytes]:
+        """The demultiplexed body of a logs response. ``until_ended``: the engine
+        follows a service for ever (new tasks may come), so a watcher thread ends
+        the stream once the job has ended, after FOLLOW_DRAIN_S for the last
+        lines in flight; it stops with the generator."""
+        done = threading.Event()
+        if until_ended:
+            threading.Thread(target=self._end_with_job, args=(res, name, done), daemon=True).start()
+        try:
+            yield from demultiplex_stream(res.raw.read)
+        except Exception as e:
+            if not done.is_set():  # not the watcher's own shutdown
+                self._raise(e, f"streaming the logs of {name!r}")
+        finally:
+            done.set()
+            res.close()  # a client that went away closes the engine's stream too
+
+    def _end_with_job(self, res: Any, name: str, done: threading.Event) -> None:
+        while not done.wait(FOLLOW_POLL_S):
+            try:
+                ended = self.get(name).state.finished
+            except JobNotFound:
+                ended = True
+            except PmanError:
+                continue  # the reader sees an engine outage itself
+            if ended:
+                if not done.wait(FOLLOW_DRAIN_S):
+                    done.set()
+                    with contextlib.suppress(Exception):
+                        # wakes the reader blocked in recv (close() would not)
+                        sock = self.api._get_raw_response_socket(res)
+                        getattr(sock, "_sock", sock).shutdown(socket.SHUT_RDWR)
+                return
+
+    def cancel(self, name: str) -> None:
+        """Stop the container (SIGTERM, SIGKILL after CANCEL_GRACE_S) and keep it,
+        with its logs; stopping a stopped container is a no-op for the engine."""
+        try:
+            cid = self._inspect_owned(name)["Id"]
+            self.api.stop(cid, timeout=CANCEL_GRACE_S)
+        except docker.errors.NotFound as e:
+            raise JobNotFound(f"no job named {name!r} on the {self.engine}") from e
+        except Exception as e:
+            self._raise(e, f"stopping {name!r}")
 
     def delete(self, name: str) -> None:
         try:

@@ -17,7 +17,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import re
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, NoReturn
@@ -29,7 +31,7 @@ import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from pman.backends.base import Backend, ChangeStream, Outcome
+from pman.backends.base import LOG_CHUNK, Backend, ChangeStream, Outcome
 from pman.errors import (
     BackendError,
     BackendUnavailable,
@@ -84,6 +86,10 @@ _MIB = 1024 * 1024
 CONTAINER_NAME = "job"
 #: seconds a watch request lasts before pman opens a new one
 WATCH_SECONDS = 300
+
+
+#: how often a followed job whose pod has not started is asked about again
+FOLLOW_POLL_S = 1.0
 
 
 def is_label_key(key: str) -> bool:
@@ -235,6 +241,11 @@ def job_state(
     # only the final conditions: FailureTarget and SuccessCriteriaMet come
     # while pods may still be terminating, and the output is not final yet
     conditions = _conditions(job)
+    # pman suspends a Job to cancel it: the controller deletes its pods, which
+    # may count as failed ones (a Failed condition may follow): cancelled
+    live = [p for p in pods if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+    if spec.get("suspend") and "Suspended" in conditions and not live:
+        return Outcome(JobState.CANCELLED, "suspended", "cancelled: the Job is suspended")
     if "Complete" in conditions:
         return Outcome(
             JobState.SUCCEEDED,
@@ -270,7 +281,6 @@ def job_state(
             f"{failed.get('reason', 'Failed')}: {failed.get('message', '')}",
         )
 
-    live = [p for p in pods if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
     waits: list[str] = []
     for pod in live:
         error, text = _stuck(pod, now, pending_timeout, who(pod))
@@ -743,6 +753,128 @@ class KubernetesBackend(Backend):
         if lines and not lines[-1].endswith("\n"):
             lines[-1] += "\n"
         return "".join(lines[-tail:])
+
+    def _newest_pods(self, job: dict[str, Any]) -> dict[int, dict[str, Any]]:
+        newest: dict[int, dict[str, Any]] = {}
+        for pod in self._pods_of(job):
+            i = _index(pod)
+            created = pod.get("metadata", {}).get("creationTimestamp") or ""
+            if i not in newest or created > newest[i]["metadata"].get("creationTimestamp", ""):
+                newest[i] = pod
+        return newest
+
+    def iter_logs(
+        self,
+        name: str,
+        tail: int | None = None,
+        since: datetime | None = None,
+        follow: bool = False,
+    ) -> Iterator[bytes]:
+        """Each worker's pod log in turn (several workers: each line prefixed
+        ``[worker i]``, ``tail`` per worker), streamed with
+        ``read_namespaced_pod_log(_preload_content=False)``; following, each
+        worker's stream ends with its pod, one not started yet is waited for."""
+        job = self._job_owned(name)
+        workers = int((job.get("spec") or {}).get("completions") or 1)
+        kwargs: dict[str, Any] = {}
+        if tail is not None:
+            if tail == 0:
+                return iter([])
+            kwargs["tail_lines"] = tail
+        if since is not None:
+            seconds = (datetime.now(UTC) - since).total_seconds()
+            kwargs["since_seconds"] = max(1, math.ceil(seconds))
+        return self._worker_logs(name, workers, follow, kwargs)
+
+    def _worker_logs(
+        self, name: str, workers: int, follow: bool, kwargs: dict[str, Any]
+    ) -> Iterator[bytes]:
+        for i in range(1, workers + 1) if workers > 1 else [None]:
+            pod = None
+            while True:
+                try:
+                    job = self._job_owned(name)
+                except JobNotFound:
+                    return  # deleted meanwhile
+                pods = self._newest_pods(job)
+                pod = pods.get(i if i is not None else min(pods, default=0))
+                if (
+                    pod is not None
+                    or not follow
+                    or job_info(
+                        job, list(pods.values()), self.pending_timeout, datetime.now(UTC)
+                    ).state.finished
+                ):
+                    break
+                time.sleep(FOLLOW_POLL_S)
+            if pod is None:
+                continue
+            prefix = f"[worker {i}] ".encode() if i is not None else b""
+            response = self._open_pod_log(pod["metadata"]["name"], follow, kwargs)
+            if response is None:
+                continue
+            try:
+                pending = b""
+                for data in response.stream(LOG_CHUNK, decode_content=True):
+                    if not prefix:
+                        yield data
+                        continue
+                    lines = (pending + data).split(b"\n")
+                    pending = lines.pop()
+                    if lines:
+                        yield b"".join(prefix + line + b"\n" for line in lines)
+                    if len(pending) >= LOG_CHUNK:
+                        yield prefix + pending
+                        pending = b""
+                if pending:
+                    yield prefix + pending + b"\n"
+            except Exception as e:
+                self._raise(e, f"streaming the logs of pod {pod['metadata']['name']!r}")
+            finally:
+                response.release_conn()
+                response.close()
+
+    def _open_pod_log(
+        self, pod: str, follow: bool, kwargs: dict[str, Any]
+    ) -> urllib3.HTTPResponse | None:
+        """The pod's log response, unread; None for a pod with no log (yet)."""
+        while True:
+            try:
+                return self.core.read_namespaced_pod_log(
+                    pod,
+                    self.namespace,
+                    container=CONTAINER_NAME,
+                    follow=follow,
+                    _preload_content=False,
+                    # a followed pod may be quiet for long: its stream ends with it
+                    _request_timeout=None if follow else self.timeout,
+                    **kwargs,
+                )
+            except ApiException as e:
+                if e.status == 400 and follow:  # "waiting to start": it will
+                    time.sleep(FOLLOW_POLL_S)
+                    continue
+                if e.status in (400, 404):
+                    return None  # not started yet, or gone
+                self._raise(e, f"reading the logs of pod {pod!r}")
+            except Exception as e:
+                self._raise(e, f"reading the logs of pod {pod!r}")
+
+    def cancel(self, name: str) -> None:
+        """Suspend the Job (``spec.suspend=true``): the Job controller deletes
+        its running pods and keeps the Job, with a Suspended condition. The
+        pods' logs go with them: pman keeps the last lines it read before."""
+        job = self._job_owned(name)
+        conditions = _conditions(job)
+        if "Complete" in conditions or "Failed" in conditions:
+            return
+        self._call(
+            self.batch.patch_namespaced_job,
+            f"suspending Job {name!r}",
+            name,
+            self.namespace,
+            {"spec": {"suspend": True}},
+        )
 
     def _pod_log(self, pod: str, tail: int) -> str:
         try:

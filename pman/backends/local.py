@@ -18,11 +18,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pman.backends.base import Backend
+from pman.backends.base import Backend, read_file_chunks
+from pman.backends.local_runner import write_json
 from pman.errors import BackendError, BackendUnavailable, JobExists, JobNotFound, UnsupportedOption
 from pman.models import INCOMING, OUTGOING, JobInfo, JobSpec, JobState
 from pman.settings import Settings
@@ -40,6 +42,8 @@ LOCAL_STATES: dict[str, JobState] = {
     "signalled": JobState.FAILED,
     "not_started": JobState.SYSTEM_ERROR,
     "vanished": JobState.SYSTEM_ERROR,
+    #: ended after a cancel (``cancelled.json``), however its process ended
+    "cancelled": JobState.CANCELLED,
 }
 
 _SUBMIT_GRACE_S = 10.0
@@ -233,6 +237,8 @@ class LocalBackend(Backend):
             phase = "vanished"
             message = "the job's supervisor ended without recording an outcome"
             reason = "supervisor_lost"
+        if phase not in ("running", "submitted") and (jobdir / "cancelled.json").exists():
+            phase, message, reason = "cancelled", "cancelled", "cancelled"
         return JobInfo(
             name=name,
             state=LOCAL_STATES[phase],
@@ -281,6 +287,46 @@ class LocalBackend(Backend):
         if not (jobdir / "spec.json").exists():
             raise JobNotFound(f"no local job named {name!r}")
         return tail_lines(jobdir / "output.log", tail)
+
+    def iter_logs(
+        self,
+        name: str,
+        tail: int | None = None,
+        since: datetime | None = None,
+        follow: bool = False,
+    ) -> Iterator[bytes]:
+        jobdir = self._dir(name)
+        if not (jobdir / "spec.json").exists():
+            raise JobNotFound(f"no local job named {name!r}")
+        if since is not None:
+            raise UnsupportedOption(
+                "the local backend cannot filter logs by time: a job's output file "
+                "has no timestamps",
+                fields={"since": "not supported by the local backend"},
+            )
+
+        def ended() -> bool:
+            try:
+                return self.get(name).state.finished
+            except JobNotFound:
+                return True  # deleted meanwhile
+
+        return read_file_chunks(jobdir / "output.log", tail, ended if follow else None)
+
+    # ------------------------------------------------------------------ cancel
+    def cancel(self, name: str) -> None:
+        """Stop the job's processes as DELETE does, but keep its folder (logs,
+        outcome). ``cancelled.json`` tells a supervisor that has not started
+        the command yet not to, and ``get`` that the job was cancelled."""
+        jobdir = self._dir(name)
+        if not (jobdir / "spec.json").exists():
+            raise JobNotFound(f"no local job named {name!r}")
+        if (jobdir / "result.json").exists():
+            return
+        write_json(jobdir / "cancelled.json", {"cancelled_at": datetime.now(UTC).isoformat()})
+        runner = _read_json(jobdir / "runner.json")
+        if runner is not None:
+            self._kill_group(runner["pid"], runner["pgid"], jobdir)
 
     # ------------------------------------------------------------------ delete
     def delete(self, name: str) -> None:

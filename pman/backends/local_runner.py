@@ -33,6 +33,10 @@ def supervise(jobdir: Path) -> int:
     spec = json.loads((jobdir / "spec.json").read_text())
     env = dict(os.environ if spec.get("inherit_env") else {"PATH": os.environ.get("PATH", "")})
     env.update(spec["env"])
+    if (jobdir / "cancelled.json").exists():
+        # cancelled before it started (LocalBackend.cancel): never run it
+        write_json(jobdir / "result.json", {"exit_code": 143, "finished_at": _now()})
+        return 0
     with open(jobdir / "output.log", "ab") as log:
         try:
             child = subprocess.Popen(

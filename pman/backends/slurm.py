@@ -35,13 +35,14 @@ import os
 import re
 import shlex
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import quote, unquote
 
-from pman.backends.base import Backend, Outcome
+from pman.backends.base import Backend, Outcome, read_file_chunks
 from pman.backends.local import tail_lines
 from pman.backends.slurm_client import QueueRow, SlurmClient, SlurmCommandError
 from pman.errors import (
@@ -941,11 +942,37 @@ class SlurmBackend(Backend):
         except OSError as e:
             raise BackendError(f"cannot read the log of {name!r}: {e}") from e
 
-    def delete(self, name: str) -> None:
-        try:
-            meta = self._meta(name)
-        except JobNotFound:
-            return
+    def iter_logs(
+        self,
+        name: str,
+        tail: int | None = None,
+        since: datetime | None = None,
+        follow: bool = False,
+    ) -> Iterator[bytes]:
+        """The job's ``log`` file (every worker's output), read in chunks."""
+        self._meta(name)
+        if since is not None:
+            raise UnsupportedOption(
+                "the slurm backend cannot filter logs by time: the job's log file "
+                "has no timestamps",
+                fields={"since": "not supported by the slurm backend"},
+            )
+
+        def ended() -> bool:
+            try:
+                return self.get(name).state.finished
+            except JobNotFound:
+                return True  # deleted meanwhile
+
+        # a followed job is asked about (one squeue) once a second at most
+        return read_file_chunks(self._dir(name) / "log", tail, ended if follow else None, poll=1.0)
+
+    def cancel(self, name: str) -> None:
+        """scancel, keeping the job folder (log, status files); the script's
+        signal handler stops a docker/podman container itself."""
+        self._scancel(name, self._meta(name))
+
+    def _scancel(self, name: str, meta: dict[str, Any]) -> None:
         slurm_id = meta.get("slurm_id")
         if slurm_id:
             try:
@@ -957,6 +984,13 @@ class SlurmBackend(Backend):
                     self._raise(e, f"cancelling job {name!r} (SLURM job {slurm_id})")
             except Exception as e:
                 self._raise(e, f"cancelling job {name!r} (SLURM job {slurm_id})")
+
+    def delete(self, name: str) -> None:
+        try:
+            meta = self._meta(name)
+        except JobNotFound:
+            return
+        self._scancel(name, meta)
         # the script's signal handler removes a running container by itself;
         # its log and status files may go now (it holds them open, if anything)
         try:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, NoReturn
@@ -540,6 +540,36 @@ class SwarmBackend(DockerBackend):
         text = self._read_logs("services", name, tail).replace("\r", "")
         # the engine's tail applies per worker: keep the job's last ``tail`` lines
         return "".join(text.splitlines(keepends=True)[-tail:]) if tail > 0 else ""
+
+    def iter_logs(
+        self,
+        name: str,
+        tail: int | None = None,
+        since: datetime | None = None,
+        follow: bool = False,
+    ) -> Iterator[bytes]:
+        """The service's logs (every worker's, as the engine merges them); with a
+        tail, the engine's tail applies per worker."""
+        self._service_owned(name)
+        return self._stream_logs("services", name, tail, since, follow)
+
+    def cancel(self, name: str) -> None:
+        """Scale the service to 0 replicas: the swarm shuts its tasks down and
+        keeps their containers (and so the logs) until DELETE removes it."""
+        service = self._service_owned(name)
+        if job_info(service, self._tasks([service["ID"]]), self.pending_timeout).state.finished:
+            return
+        try:
+            self.api.update_service(
+                service["ID"],
+                service["Version"]["Index"],
+                mode=ServiceMode("replicated", replicas=0),
+                fetch_current_spec=True,
+            )
+        except docker.errors.NotFound as e:
+            raise JobNotFound(f"no job named {name!r} on the {self.engine}") from e
+        except Exception as e:
+            self._raise(e, f"scaling service {name!r} to 0")
 
     def delete(self, name: str) -> None:
         try:

@@ -343,3 +343,36 @@ def test_cromwell_unreachable_is_503(make_pman: Callable[..., Pman]) -> None:
     assert resp.status_code == 503, resp.text
     assert f"127.0.0.1:{port}" in resp.json()["message"]
     assert requests.get(f"{p.url}/health", timeout=30).status_code == 503
+
+
+def test_cancel_aborts_and_logs_stream(cpman: Callable[..., Pman], standin: Any) -> None:
+    """POST cancel aborts the workflow (kept, with its files); GET logs streams
+    the task's stdout and stderr, following until the workflow ends."""
+    p = cpman()
+    body = p.body(entrypoint=["sh", "-c", "echo started-work; sleep 300", "job"], args=[])
+    jid = body["jid"]
+    assert p.post(body).status_code == 201
+
+    def logs(query: str = "") -> requests.Response:
+        return requests.get(f"{p.url}/api/v1/{jid}/logs/?{query}", timeout=60)
+
+    wait_for(lambda: b"started-work" in logs().content, 120, "the task wrote its line")
+    resp = requests.post(f"{p.url}/api/v1/{jid}/cancel/", timeout=60)
+    assert resp.status_code == 200, resp.text
+    assert (resp.json()["status"], resp.json()["message"]) == ("finishedWithError", "cancelled")
+    wait_for(lambda: workflow_of(standin, jid).status == "Aborted", 60, "the workflow aborted")
+    p.service.tracker.run_once()
+    assert p.get(jid).json()["message"] == "cancelled"
+    assert logs().text == "started-work\n"
+    assert logs("since=2026-01-01T00:00:00Z").status_code == 400
+
+    body = p.body(
+        entrypoint=["sh", "-c", "for i in 1 2 3; do echo tick $i; sleep 0.5; done", "job"],
+        args=[],
+    )
+    assert p.post(body).status_code == 201
+    jid = body["jid"]
+    with requests.get(f"{p.url}/api/v1/{jid}/logs/?follow=true", stream=True, timeout=120) as r:
+        lines = [line.decode() for line in r.iter_lines()]
+    assert lines == ["tick 1", "tick 2", "tick 3"]
+    assert logs("tail=1").text == "tick 3\n"

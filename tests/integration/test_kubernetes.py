@@ -16,6 +16,7 @@ from typing import Any
 import kubernetes.client
 import kubernetes.config
 import pytest
+import requests
 
 from tests.integration.conftest import Pman, engine_client
 from tests.kube.standin import KubeStandin
@@ -317,3 +318,51 @@ def test_tracker_reads_all_jobs_in_two_calls(kube: KubeStandin, kpman: Callable[
         infos = backend.list()
         assert len(kube.requests) - before == 2
         assert len([i for i in infos if i.name in {b["jid"] for b in bodies}]) == expected
+
+
+def test_cancel_suspends_the_job_and_logs_stream(
+    kube: KubeStandin, kpman: Callable[..., Pman]
+) -> None:
+    """Cancel suspends the Job (kept; its pod deleted by the Job controller) and
+    keeps the last log lines in the record; GET logs streams a pod's log,
+    following it until the job ends."""
+    p = kpman()
+    body = p.body(entrypoint=["sh", "-c", "echo started-work; sleep 300", "job"], args=[])
+    jid = body["jid"]
+    assert p.post(body).status_code == 201
+
+    def logs(name: str, query: str = "", **kw: Any) -> requests.Response:
+        return requests.get(f"{p.url}/api/v1/{name}/logs/?{query}", timeout=120, **kw)
+
+    deadline = time.monotonic() + 60
+    while b"started-work" not in logs(jid).content:
+        assert time.monotonic() < deadline, "the pod never wrote its line"
+        time.sleep(0.2)
+    resp = requests.post(f"{p.url}/api/v1/{jid}/cancel/", timeout=60)
+    assert resp.status_code == 200, resp.text
+    job = resp.json()
+    assert (job["status"], job["message"]) == ("finishedWithError", "cancelled")
+    assert "started-work" in job["logs"]
+    assert read_job(kube, jid).spec.suspend is True
+    deadline = time.monotonic() + 60
+    while p.service.backend.get(jid).state.value != "cancelled":
+        assert time.monotonic() < deadline, (
+            f"the Job controller never stopped the pod: {read_job(kube, jid).status}"
+        )
+        time.sleep(0.2)
+    p.service.tracker.run_once()
+    assert p.get(jid).json()["logs"] == job["logs"]
+    assert p.delete(jid).status_code == 204
+
+    body = p.body(
+        entrypoint=["sh", "-c", "for i in 1 2 3; do echo tick $i; sleep 0.5; done", "job"],
+        args=[],
+    )
+    assert p.post(body).status_code == 201
+    with logs(body["jid"], "follow=true", stream=True) as r:
+        assert r.status_code == 200
+        lines = [line.decode() for line in r.iter_lines()]
+    assert lines == ["tick 1", "tick 2", "tick 3"]
+    p.wait(body["jid"])
+    assert logs(body["jid"], "tail=1").text == "tick 3\n"
+    assert logs(body["jid"], "since=2000-01-01T00:00:00Z").text == "tick 1\ntick 2\ntick 3\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -254,3 +254,28 @@ def test_transitions_queue_webhook_deliveries_in_their_transaction(
     other = registry.create(spec(tmp_path, jid="quiet"), "docker")
     registry.record(other.id, info("quiet", JobState.RUNNING))
     assert registry.deliveries(other.id) == [], "no target, no delivery"
+
+
+def test_a_users_cancel_is_final(registry: Registry, tmp_path: Path) -> None:
+    rec = registry.create(spec(tmp_path, jid="cancel-me"), "docker")
+    registry.record(rec.id, info("cancel-me", JobState.RUNNING))
+    asked = datetime.now(UTC)
+    # the engine's view of the kill arrives before the cancel is recorded
+    registry.record(rec.id, info("cancel-me", JobState.FAILED, exit_code=137))
+    assert registry.mark_cancelled(rec.id, asked, logs="last line\n")
+    got = registry.get(rec.id)
+    assert (got.state, got.reason, got.message, got.logs) == (
+        JobState.CANCELLED,
+        "cancelled",
+        "cancelled",
+        "last line\n",
+    )
+    assert [e.state for e in registry.events(rec.id)][-1] is JobState.CANCELLED
+    assert not registry.mark_cancelled(rec.id, asked)  # once
+    registry.record(rec.id, info("cancel-me", JobState.FAILED, exit_code=137))
+    assert registry.get(rec.id).state is JobState.CANCELLED
+    # a job that had ended before the cancel keeps its outcome
+    done = registry.create(spec(tmp_path, jid="ended"), "docker")
+    registry.record(done.id, info("ended", JobState.SUCCEEDED, exit_code=0))
+    assert not registry.mark_cancelled(done.id, datetime.now(UTC) + timedelta(seconds=1))
+    assert registry.get(done.id).state is JobState.SUCCEEDED

@@ -141,3 +141,34 @@ def test_bad_settings_stop_pman_serve_with_one_message(tmp_path: Path) -> None:
     for name in ("CONTAINER_ENV", "JOB_LOGS_TAIL", "STOREBASE"):
         assert name in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_logs_stream_and_cancel_under_granian(served: tuple[str, Path]) -> None:
+    """The logs of a job, followed through granian and the WSGI middlewares
+    (authentication, the poll fast path) as they are written; then cancel."""
+    url, _ = served
+    http = authed()
+    script = "for i in 1 2 3 4; do echo tick $i; sleep 0.5; done"
+    body = job_body(entrypoint=["sh", "-c", script, "job"], args=[])
+    assert http.post(f"{url}/api/v1/", json=body, timeout=30).status_code == 201
+    logs = f"{url}/api/v1/{body['jid']}/logs/"
+    assert requests.get(logs, timeout=30).status_code == 401
+    got: list[tuple[float, bytes]] = []
+    with http.get(f"{logs}?follow=true", stream=True, timeout=60) as resp:
+        assert resp.status_code == 200
+        assert resp.headers["Content-Type"] == "text/plain; charset=utf-8"
+        for line in resp.iter_lines():
+            got.append((time.monotonic(), line))
+    assert [line for _, line in got] == [b"tick 1", b"tick 2", b"tick 3", b"tick 4"]
+    assert got[-1][0] - got[0][0] > 1.0  # streamed as written, not buffered to the end
+
+    body = job_body(entrypoint=["sh", "-c", "echo working; sleep 300", "job"], args=[])
+    assert http.post(f"{url}/api/v1/", json=body, timeout=30).status_code == 201
+    deadline = time.monotonic() + 30
+    while b"working" not in http.get(f"{url}/api/v1/{body['jid']}/logs/", timeout=30).content:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    resp = http.post(f"{url}/api/v1/{body['jid']}/cancel/", timeout=30)
+    assert resp.status_code == 200
+    assert (resp.json()["status"], resp.json()["message"]) == ("finishedWithError", "cancelled")
+    assert http.get(f"{url}/api/v1/{body['jid']}/", timeout=30).json()["message"] == "cancelled"

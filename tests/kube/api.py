@@ -23,7 +23,13 @@ from .errors import (
     unauthorized,
 )
 from .store import Obj, SelectorError, new_uid, parse_field_selector, parse_label_selector
-from .validation import default_job, validate_eviction, validate_new_job
+from .validation import (
+    PATCH_TYPES,
+    default_job,
+    validate_eviction,
+    validate_job_patch,
+    validate_new_job,
+)
 
 if TYPE_CHECKING:
     from .standin import KubeStandin
@@ -110,7 +116,7 @@ BATCH_RESOURCES = [
         "singularName": "job",
         "namespaced": True,
         "kind": "Job",
-        "verbs": ["create", "delete", "get", "list", "watch"],
+        "verbs": ["create", "delete", "get", "list", "patch", "watch"],
         "categories": ["all"],
     },
     {
@@ -390,6 +396,32 @@ class Handler(BaseHTTPRequestHandler):
 
     def get_job(self, ns: str, name: str) -> None:
         self._send_json(200, self._get("jobs", ns, name))
+
+    def patch_job(self, ns: str, name: str) -> None:
+        """Merge-patch a Job (e.g. ``spec.suspend``); the controller acts on it
+        at its next sync, as the real one does on the watch event."""
+        media = (self.headers.get("Content-Type") or "").split(";")[0].strip()
+        if media not in PATCH_TYPES:
+            self._read_body_quietly()
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                f"the body of the request was in an unknown format - accepted media types "
+                f"include: application/json-patch+json, {', '.join(PATCH_TYPES)}, "
+                "application/apply-patch+yaml",
+            )
+        patch = self._read_body()
+        store = self.standin.store
+        with store.cond:
+            current = self._get("jobs", ns, name)
+            new = validate_job_patch(current, patch, self.standin.k8s_version)
+
+            def replace(job: Obj) -> None:
+                job.clear()
+                job.update(new)
+
+            updated = store.update("jobs", ns, name, replace)
+        self._send_json(200, updated)
 
     def get_job_status(self, ns: str, name: str) -> None:
         self._send_json(200, self._get("jobs", ns, name))

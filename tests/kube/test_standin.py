@@ -496,3 +496,31 @@ def test_node_pressure_eviction_fails_the_pod(kube: Kube) -> None:
     assert pod.status.message == "The node was low on resource: memory."
     term = pod.status.container_statuses[0].state.terminated
     assert term.exit_code == 137
+
+
+def test_patching_suspend_stops_the_pods_and_keeps_the_job(kube: Kube) -> None:
+    kube.batch.create_namespaced_job(NS, job_body("suspend-me", "echo hi; sleep 300"))
+    wait_for(lambda: [p for p in job_pods(kube, "suspend-me") if p.status.phase == "Running"])
+    patched = kube.batch.patch_namespaced_job("suspend-me", NS, {"spec": {"suspend": True}})
+    assert patched.spec.suspend is True
+    assert patched.metadata.generation == 2
+
+    def suspended() -> client.V1Job | None:
+        job = kube.batch.read_namespaced_job("suspend-me", NS)
+        types = {c.type for c in job.status.conditions or [] if c.status == "True"}
+        return job if "Suspended" in types and not job_pods(kube, "suspend-me") else None
+
+    job = wait_for(suspended, timeout=60)
+    assert not job.status.active
+    # what the API server refuses: an immutable field, a bad type, another patch type
+    with pytest.raises(ApiException) as e:
+        kube.batch.patch_namespaced_job("suspend-me", NS, {"spec": {"completions": 3}})
+    assert e.value.status == 422
+    assert "spec.completions" in status_body(e.value)["message"]
+    with pytest.raises(ApiException) as e:
+        kube.batch.patch_namespaced_job("suspend-me", NS, {"spec": {"suspend": "yes"}})
+    assert e.value.status == 422
+    with pytest.raises(ApiException) as e:
+        kube.batch.patch_namespaced_job("missing", NS, {"spec": {"suspend": True}})
+    assert e.value.status == 404
+    kube.batch.delete_namespaced_job("suspend-me", NS, propagation_policy="Background")

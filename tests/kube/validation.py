@@ -8,6 +8,7 @@ mode, which rejects unknown fields), then the rules of ``pkg/apis/batch/validati
 
 from __future__ import annotations
 
+import copy
 import posixpath
 import random
 import re
@@ -606,3 +607,54 @@ def validate_eviction(body: Any, k8s_version: str, pod: str) -> Obj:
 
 def subpath_ok(path: str) -> bool:
     return not path.startswith("/") and ".." not in posixpath.normpath(path).split("/")
+
+
+#: Job spec fields the API server refuses to change after creation
+#: (ValidateJobSpecUpdate, pkg/apis/batch/validation; the template is mutable
+#: only in narrow cases pman never uses)
+JOB_IMMUTABLE = ("selector", "template", "completions", "completionMode", "podFailurePolicy")
+PATCH_TYPES = (
+    "application/merge-patch+json",
+    "application/strategic-merge-patch+json",
+)
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch (a strategic merge patch of plain fields, as
+    pman sends, is the same)."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
+
+
+def validate_job_patch(current: Obj, patch: Any, k8s_version: str) -> Obj:
+    """The Job ``patch`` makes of ``current``: status and identity untouched
+    (the main resource ignores status), the schema and the immutable fields
+    checked; 422 Invalid otherwise."""
+    if not isinstance(patch, dict):
+        raise bad_request("the object provided is unrecognized (must be a JSON object)")
+    patch = {k: v for k, v in patch.items() if k != "status"}
+    new = merge_patch(current, patch)
+    new["status"] = copy.deepcopy(current.get("status") or {})
+    errs = FieldErrors()
+    md, old_md = new.get("metadata") or {}, current["metadata"]
+    for key in ("name", "namespace", "uid", "creationTimestamp"):
+        if md.get(key) != old_md.get(key):
+            errs.invalid(f"metadata.{key}", md.get(key), "field is immutable")
+    spec, old_spec = new.get("spec") or {}, current.get("spec") or {}
+    for key in JOB_IMMUTABLE:
+        if spec.get(key) != old_spec.get(key):
+            errs.invalid(f"spec.{key}", spec.get(key), "field is immutable")
+    if errs:
+        raise errs.error("Job", "batch", old_md["name"])
+    check = {k: v for k, v in new.items() if k != "status"}
+    schema_validate(check, k8s_version, "Job", "batch")
+    if spec != old_spec:
+        md["generation"] = int(old_md.get("generation") or 1) + 1
+    return new

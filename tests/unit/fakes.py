@@ -20,6 +20,9 @@ class FakeBackend(Backend):
         self.specs: dict[str, JobSpec] = {}
         self.logs_text: dict[str, str] = {}
         self.deleted: list[str] = []
+        self.cancelled: list[str] = []
+        #: (name, tail, since, follow) of every iter_logs call
+        self.log_requests: list[tuple[str, int | None, datetime | None, bool]] = []
         #: raised by every call when set (simulates an engine failure)
         self.fail_with: Exception | None = None
         self.calls: list[str] = []
@@ -63,6 +66,29 @@ class FakeBackend(Backend):
         self._maybe_fail("logs")
         lines = self.logs_text.get(name, "").splitlines(keepends=True)
         return "".join(lines[-tail:]) if tail else ""
+
+    def cancel(self, name: str) -> None:
+        self._maybe_fail("cancel")
+        info = self.get(name)
+        if not info.state.finished:
+            # what a container engine reports for a stopped container
+            self.set_state(name, JobState.FAILED, exit_code=137, message="exited with code 137")
+        self.cancelled.append(name)
+
+    def iter_logs(
+        self,
+        name: str,
+        tail: int | None = None,
+        since: datetime | None = None,
+        follow: bool = False,
+    ) -> Iterator[bytes]:
+        self._maybe_fail("iter_logs")
+        self.get(name)
+        self.log_requests.append((name, tail, since, follow))
+        lines = self.logs_text.get(name, "").splitlines(keepends=True)
+        if tail is not None:
+            lines = lines[-tail:] if tail else []
+        return (line.encode() for line in lines)
 
     def delete(self, name: str) -> None:
         self._maybe_fail("delete")

@@ -54,12 +54,14 @@ def test_role_grants_exactly_what_the_backend_uses() -> None:
         for resource in rule["resources"]
         for verb in rule["verbs"]
     }
-    # KubernetesBackend: create/read/list/watch/delete Jobs, list pods, read pod logs
+    # KubernetesBackend: create/read/list/watch/delete Jobs, patch them (cancel:
+    # spec.suspend), list pods, read pod logs
     assert granted == {
         ("batch", "jobs", "create"),
         ("batch", "jobs", "get"),
         ("batch", "jobs", "list"),
         ("batch", "jobs", "watch"),
+        ("batch", "jobs", "patch"),
         ("batch", "jobs", "delete"),
         ("", "pods", "list"),
         ("", "pods/log", "get"),
