@@ -1,10 +1,9 @@
 """The command-line client (`python -m pman submit|status|...`) against a running
 `pman serve` (local backend, a bearer token), run as a user would: subprocesses.
 
-This pman has no cancel or logs endpoint yet (POST /api/v1/<jid>/cancel/, GET
-/api/v1/<jid>/logs/ are being added elsewhere): `cancel` and `logs --follow`
-are tested against a stub server speaking that contract, and `logs` against
-the real pman through its fallback (the status body's logs)."""
+`cancel` and `logs --follow` run against the real pman too, and against a stub
+server speaking that contract for what an older pman (without those
+endpoints) answers."""
 
 from __future__ import annotations
 
@@ -163,9 +162,9 @@ def test_errors_are_clear_and_have_their_exit_codes(served: tuple[str, Path]) ->
     down = cli("http://127.0.0.1:9", "list")  # nothing listens on the discard port
     assert down.returncode == 5 and "cannot reach pman" in down.stderr
 
-    # this pman has no cancel endpoint: said so, not mistaken for an unknown job
-    no_cancel = cli(url, "cancel", "cli-same")
-    assert no_cancel.returncode == 1 and "no cancel endpoint" in no_cancel.stderr
+    # cancelling a finished job changes nothing; an unknown one is "not found"
+    done = cli(url, "cancel", "cli-same")
+    assert done.returncode == 0 and "finishedSuccessfully" in done.stdout, done
     assert cli(url, "cancel", "no-such-job").returncode == 3
 
 
@@ -266,3 +265,28 @@ def test_cancel_and_follow_logs_speak_the_endpoints_contract(stub: str) -> None:
     assert followed.stdout == "line 1\nline 2\nthe end\n"
     assert ("GET", "/api/v1/job-1/logs/", {"follow": ["true"], "tail": ["5"]}) in _Stub.calls
     assert ("POST", "/api/v1/job-1/cancel/", {}) in _Stub.calls
+
+
+def test_cancel_and_follow_against_the_real_endpoints(served: tuple[str, Path]) -> None:
+    url, _ = served
+    started = cli(url, *submit_args("cli-sleeper", "sleeper", "key-1/out-sleeper", "--type", "fs",
+                                    "60"))  # fmt: skip
+    assert started.returncode == 0, started
+    # the follow ends when the job does: the cancel below ends it
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "pman", "--url", url, "--token", TOKEN, "logs", "--follow",
+         "cli-sleeper"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    for _ in range(100):  # the sleeper must have started, to be cancelled while it runs
+        status = cli(url, "status", "cli-sleeper")
+        if "started" in status.stdout:
+            break
+    assert "started" in status.stdout, status
+    cancelled = cli(url, "cancel", "cli-sleeper")
+    assert cancelled.returncode == 0 and "cancelled" in cancelled.stdout, cancelled
+    out, _ = follower.communicate(timeout=60)
+    assert follower.returncode == 0
+    assert "sleeper: sleeping 60" in out
+    status = cli(url, "status", "cli-sleeper")
+    assert "finishedWithError" in status.stdout and "cancelled" in status.stdout, status
