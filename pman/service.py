@@ -18,7 +18,7 @@ from pman.tracker import Tracker
 log = logging.getLogger(__name__)
 
 #: names the v1 API uses for its own routes under /api/v1/
-RESERVED_JIDS = frozenset({"jobs", "openapi.json", "auth-token"})
+RESERVED_JIDS = frozenset({"jobs", "openapi.json", "auth-token", "docs"})
 
 
 @dataclass(frozen=True)

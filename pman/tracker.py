@@ -34,12 +34,14 @@ from typing import IO, Any
 
 from sqlalchemy import text
 
+from pman import metrics
 from pman.backends.base import Backend, ChangeStream
 from pman.errors import BackendUnavailable, JobNotFound, PmanError
 from pman.jobs import LABEL_AUID, LABEL_INSTANCE, LABEL_MANAGED
 from pman.models import JobInfo, JobState
 from pman.registry import Registry
 from pman.settings import Settings
+from pman.telemetry import job_context
 
 log = logging.getLogger(__name__)
 
@@ -256,11 +258,14 @@ class Tracker:
                 if self._leading:
                     report = self.run_once()
                     busy = report.watched > 0
+                    metrics.tracker_cycle("ok")
             except BackendUnavailable as e:
+                metrics.tracker_cycle("unavailable")
                 if not self._needs_reconcile:
                     log.warning("tracker: engine unavailable (%s); will reconcile when back", e)
                 self._needs_reconcile = True
             except Exception:
+                metrics.tracker_cycle("failed")
                 log.exception("tracker cycle failed")
             # With the engine's events, a change wakes us; poll only as a safety
             # net. Without: unfinished jobs are polled every `interval`; with none,
@@ -330,7 +335,8 @@ class Tracker:
             report.engine_calls += 1
             for record in records:
                 info = live.get(record.jid)
-                self._follow(record, info, report, told=record.jid in told)
+                with job_context(record.jid):
+                    self._follow(record, info, report, told=record.jid in told)
                 if info is not None and info.state is JobState.RUNNING:
                     running[record.id] = record.jid
         self._running = running
@@ -380,7 +386,13 @@ class Tracker:
         if info.state.finished:
             logs = self._final_logs(record.jid)
             report.engine_calls += 1
-        if self.registry.record(record.id, info, logs) or logs is not None:
+        changed = self.registry.record(record.id, info, logs)
+        if changed and info.state.finished and info.finished_at is not None:
+            ended = info.finished_at
+            if ended.tzinfo is None:
+                ended = ended.replace(tzinfo=UTC)
+            metrics.visibility_lag((datetime.now(UTC) - ended).total_seconds())
+        if changed or logs is not None:
             report.updated += 1
 
     # ---------------------------------------------------------------- logs

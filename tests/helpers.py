@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import threading
@@ -39,6 +40,20 @@ WORKER_READY = (
 )
 
 
+def log_text(line: str) -> str:
+    """A server's log line as text: a JSON line (PMAN_LOG_FORMAT=json, the
+    default in production) as the plain line pman writes in text format."""
+    if not line.startswith("{"):
+        return line
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return line
+    if not isinstance(record, dict):
+        return line
+    return f"{record.get('logger', '')} {record.get('pid', '')}: {record.get('message', '')}"
+
+
 def start_server(
     argv: list[str], env: dict[str, str], workers: int, timeout: float = 30
 ) -> tuple[subprocess.Popen[str], str, set[int]]:
@@ -55,6 +70,7 @@ def start_server(
         line = proc.stderr.readline()
         if not line and proc.poll() is not None:
             break
+        line = log_text(line)
         if m := re.search(r"Listening at: (http://\S+)", line):
             url = m.group(1)
         for pattern in WORKER_READY:

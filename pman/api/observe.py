@@ -1,0 +1,148 @@
+"""Every request observed: its id, its metrics, its access-log line; and /metrics.
+
+:class:`RequestObserver` is the outermost WSGI middleware, around
+authentication and the poll fast path, so 401s and polls are counted, timed
+and given an ``X-Request-ID`` like every other answer. The request id is the
+client's ``X-Request-ID`` when it is sane (1-128 letters, digits and
+``._:-``), else a new one; every log line written while the request is
+answered carries it (pman.telemetry's context variables), and so does the
+response. Metrics are labelled with the route's template (``/api/v1/{jid}/``),
+never the raw path, so a jid never becomes a label value.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from flask import Blueprint, Flask, Response, request
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Map
+
+from pman import metrics
+from pman.api.context import runtime
+from pman.telemetry import ACCESS_LOGGER, JID, REQUEST_ID
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+#: the environ key where the route's template is left for the observer
+ROUTE_KEY = "pman.route"
+#: a request that matched no route (404, 405)
+UNMATCHED = "unmatched"
+_SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_CONVERTER = re.compile(r"<(?:[^<>:]+:)?([^<>]+)>")
+
+access_log = logging.getLogger(ACCESS_LOGGER)
+ops = Blueprint("ops", __name__)
+
+
+def route_template(rule: str) -> str:
+    """Flask's ``/api/v1/<string:jid>/`` as OpenAPI's ``/api/v1/{jid}/``."""
+    return _CONVERTER.sub(r"{\1}", rule)
+
+
+class RequestObserver:
+    def __init__(self, app: WSGIApp, url_map: Map, access_log_on: bool) -> None:
+        self.app = app
+        self.url_map = url_map
+        self.access_log_on = access_log_on
+        #: (method, route, code) -> (counter, histogram): label lookups once
+        self._series: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        given = environ.get("HTTP_X_REQUEST_ID")
+        rid = given if given and _SANE_ID.fullmatch(given) else uuid.uuid4().hex
+        rid_token = REQUEST_ID.set(rid)
+        jid_token = JID.set("")
+        started = time.perf_counter()
+        status: list[str] = []
+
+        def observed_start(
+            code: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Callable[..., Any]:
+            status[:] = [code]
+            headers.append(("X-Request-ID", rid))
+            return start_response(code, headers, exc_info)
+
+        try:
+            return self.app(environ, observed_start)
+        finally:
+            elapsed = time.perf_counter() - started
+            code = status[0][:3] if status else "500"
+            try:
+                self._record(environ, code, elapsed)
+            finally:
+                JID.reset(jid_token)
+                REQUEST_ID.reset(rid_token)
+
+    def _record(self, environ: dict[str, Any], code: str, elapsed: float) -> None:
+        method = environ.get("REQUEST_METHOD", "")
+        if method not in _METHODS:
+            method = "other"
+        route = environ.get(ROUTE_KEY) or self._match(environ)
+        key = (method, route, code)
+        series = self._series.get(key)
+        if series is None:
+            series = (
+                metrics.HTTP_REQUESTS.labels(method, route, code),
+                metrics.HTTP_DURATION.labels(method, route),
+            )
+            self._series[key] = series
+        series[0].inc()
+        series[1].observe(elapsed)
+        if self.access_log_on:
+            path = environ.get("PATH_INFO", "")[:256]
+            ms = round(elapsed * 1000, 2)
+            access_log.info(
+                "%s %s %s %.2f ms",
+                method,
+                path,
+                code,
+                ms,
+                extra={
+                    "method": method,
+                    "route": route,
+                    "path": path,
+                    "status": int(code) if code.isdigit() else code,
+                    "duration_ms": ms,
+                    "remote": environ.get("REMOTE_ADDR"),
+                },
+            )
+
+    def _match(self, environ: dict[str, Any]) -> str:
+        """The route of a request that no handler labelled (a 401, a 404)."""
+        try:
+            rule, _ = self.url_map.bind_to_environ(environ).match(return_rule=True)
+        except HTTPException:
+            return UNMATCHED
+        except Exception:
+            return UNMATCHED
+        return route_template(rule.rule)
+
+
+def install(app: Flask) -> None:
+    """Label each request Flask routes with its template and its jid."""
+
+    @app.before_request
+    def _label() -> None:
+        rule = request.url_rule
+        if rule is not None:
+            request.environ[ROUTE_KEY] = route_template(rule.rule)
+        jid = (request.view_args or {}).get("jid")
+        if isinstance(jid, str):
+            JID.set(jid.lstrip("/"))
+
+
+@ops.get("/metrics")
+def prometheus_metrics() -> Response:
+    """Prometheus' text format; needs credentials like every other endpoint."""
+    rt = runtime()
+    body = metrics.render(rt.service.registry, rt.backend.name)
+    return Response(body, status=200, content_type=metrics.CONTENT_TYPE)

@@ -1,0 +1,216 @@
+"""Prometheus metrics (prometheus-client): what pman counts and how a scrape reads it.
+
+Counters and histograms are written where things happen: HTTP requests by
+the API's middleware, engine calls by :class:`InstrumentedBackend` (one
+proxy around whichever backend runs: no adapter knows about metrics),
+tracker cycles by the tracker. Values that the registry knows better (jobs
+by state, the queue) are counted at scrape time with one query.
+
+``pman serve`` runs several worker processes and a tracker process; it sets
+``PROMETHEUS_MULTIPROC_DIR`` to a fresh folder before any of them starts, so
+each process writes its values to files there and a scrape, whichever worker
+answers it, adds up every process's (prometheus-client's multiprocess mode).
+Without that variable (tests, a single process) the values live in memory.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, cast
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from pman.errors import PmanError
+from pman.models import JobState
+
+if TYPE_CHECKING:
+    from pman.backends.base import Backend
+    from pman.registry import Registry
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+#: a poll is ~0.5 ms, a POST to an engine ~0.5 s: buckets for both ends
+HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+ENGINE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+HTTP_REQUESTS = Counter(
+    "pman_http_requests",
+    "HTTP requests answered, by method, route template and status code",
+    ["method", "route", "code"],
+)
+HTTP_DURATION = Histogram(
+    "pman_http_request_duration_seconds",
+    "Time to answer an HTTP request (until the response starts), by method and route template",
+    ["method", "route"],
+    buckets=HTTP_BUCKETS,
+)
+ENGINE_DURATION = Histogram(
+    "pman_engine_call_duration_seconds",
+    "Time of one call to the engine, by backend and operation, failed calls included",
+    ["backend", "operation"],
+    buckets=ENGINE_BUCKETS,
+)
+ENGINE_ERRORS = Counter(
+    "pman_engine_errors",
+    "Engine calls that raised, by backend, operation and pman's error class "
+    "(JobNotFound from get is how a tracker learns a job vanished)",
+    ["backend", "operation", "kind"],
+)
+TRACKER_CYCLES = Counter(
+    "pman_tracker_cycles",
+    "Tracker cycles run by the leading tracker, by result (ok, unavailable, failed)",
+    ["result"],
+)
+TRACKER_LAST_CYCLE = Gauge(
+    "pman_tracker_last_cycle_timestamp_seconds",
+    "Unix time the leading tracker last completed a cycle",
+    multiprocess_mode="max",
+)
+TRACKER_VISIBILITY_LAG = Histogram(
+    "pman_tracker_visibility_lag_seconds",
+    "Seconds from a job's end on the engine (its end time as the engine reports it) "
+    "to the registry recording it",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+)
+
+#: the operations InstrumentedBackend times: every method that reaches the engine
+ENGINE_OPERATIONS = ("submit", "get", "logs", "delete", "list", "list_active", "ping", "watch")
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get(MULTIPROC_ENV) or os.environ.get(MULTIPROC_ENV.lower()) or None
+
+
+# ---------------------------------------------------------------- engine calls
+class InstrumentedBackend:
+    """Times every engine call of a backend and counts its failures.
+
+    A proxy, not a subclass: any other attribute is the wrapped backend's, so
+    callers (and tests) see the adapter they built. ``check_name`` is the
+    adapter's own bound method (no engine call; it is on the poll path).
+    """
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.check_name = inner.check_name
+        for operation in ENGINE_OPERATIONS:
+            setattr(self, operation, self._timed(operation, getattr(inner, operation)))
+
+    def _timed(self, operation: str, call: Callable[..., Any]) -> Callable[..., Any]:
+        backend = self.inner.name
+        histogram = ENGINE_DURATION.labels(backend, operation)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return call(*args, **kwargs)
+            except BaseException as e:
+                kind = type(e).__name__ if isinstance(e, PmanError) else "unexpected"
+                ENGINE_ERRORS.labels(backend, operation, kind).inc()
+                raise
+            finally:
+                histogram.observe(time.perf_counter() - started)
+
+        timed.__name__ = operation
+        return timed
+
+    def __getattr__(self, attr: str) -> Any:
+        # only for what __init__ did not set: the adapter's own attributes
+        return getattr(self.__dict__["inner"], attr)
+
+    def __repr__(self) -> str:
+        return f"InstrumentedBackend({self.inner!r})"
+
+
+def instrument(backend: Backend) -> Backend:
+    """``backend`` with its engine calls measured (once, however often called)."""
+    if isinstance(backend, InstrumentedBackend):
+        return cast("Backend", backend)
+    return cast("Backend", InstrumentedBackend(backend))
+
+
+def tracker_cycle(result: str) -> None:
+    TRACKER_CYCLES.labels(result).inc()
+    if result == "ok":
+        TRACKER_LAST_CYCLE.set(time.time())
+
+
+def visibility_lag(seconds: float) -> None:
+    TRACKER_VISIBILITY_LAG.observe(max(0.0, seconds))
+
+
+# ---------------------------------------------------------------- scraping
+class _Families:
+    """What generate_latest needs of a registry: metric families to write."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self.families = list(families)
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.families)
+
+
+def _process_values() -> list[Metric]:
+    """Every process's values in multiprocess mode, else this process's."""
+    if multiprocess_dir():
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        return list(registry.collect())
+    return list(REGISTRY.collect())
+
+
+def render(registry: Registry, backend: str) -> bytes:
+    """The exposition text of a scrape: the processes' values, then what the
+    job registry says now (one query) and the tracker's lag."""
+    families = _process_values()
+    last_cycle = max(
+        (
+            s.value
+            for f in families
+            for s in f.samples
+            if s.name == "pman_tracker_last_cycle_timestamp_seconds" and s.value > 0
+        ),
+        default=None,
+    )
+    counts = registry.count_by_state()
+    jobs = GaugeMetricFamily(
+        "pman_jobs",
+        "Jobs in the registry (not deleted), by backend and state, at scrape time",
+        labels=["backend", "state"],
+    )
+    seen = {backend, *(b for b, _ in counts)}
+    for name in sorted(seen):
+        for state in JobState:
+            jobs.add_metric([name, state.value], counts.get((name, state.value), 0))
+    queued = sum(n for (_, state), n in counts.items() if state == JobState.QUEUED.value)
+    families.append(jobs)
+    families.append(
+        GaugeMetricFamily(
+            "pman_queue_length",
+            "Jobs waiting to run: registry records in state queued (not started yet)",
+            value=queued,
+        )
+    )
+    if last_cycle is not None:
+        families.append(
+            GaugeMetricFamily(
+                "pman_tracker_lag_seconds",
+                "Seconds since the leading tracker last completed a cycle: how far "
+                "behind the engine the registry may be",
+                value=max(0.0, time.time() - last_cycle),
+            )
+        )
+    return generate_latest(_Families(families))  # type: ignore[arg-type]
