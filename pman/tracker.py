@@ -258,14 +258,11 @@ class Tracker:
                 if self._leading:
                     report = self.run_once()
                     busy = report.watched > 0
-                    metrics.tracker_cycle("ok")
             except BackendUnavailable as e:
-                metrics.tracker_cycle("unavailable")
                 if not self._needs_reconcile:
                     log.warning("tracker: engine unavailable (%s); will reconcile when back", e)
                 self._needs_reconcile = True
             except Exception:
-                metrics.tracker_cycle("failed")
                 log.exception("tracker cycle failed")
             # With the engine's events, a change wakes us; poll only as a safety
             # net. Without: unfinished jobs are polled every `interval`; with none,
@@ -318,6 +315,18 @@ class Tracker:
     # ---------------------------------------------------------------- cycle
     def run_once(self) -> CycleReport:
         """One cycle; reconciles first when due. Raises BackendUnavailable."""
+        try:
+            report = self._cycle()
+        except BackendUnavailable:
+            metrics.tracker_cycle("unavailable")
+            raise
+        except Exception:
+            metrics.tracker_cycle("failed")
+            raise
+        metrics.tracker_cycle("ok")
+        return report
+
+    def _cycle(self) -> CycleReport:
         report = CycleReport()
         started = time.monotonic()
         due = started - self._last_reconcile > self.reconcile_every
