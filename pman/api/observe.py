@@ -12,15 +12,15 @@ never the raw path, so a jid never becomes a label value.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import Blueprint, Flask, Response, request
-from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map
 
 from pman import metrics
@@ -38,6 +38,21 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 _CONVERTER = re.compile(r"<(?:[^<>:]+:)?([^<>]+)>")
 
 access_log = logging.getLogger(ACCESS_LOGGER)
+#: new request ids: a random prefix per process and a counter (unique without
+#: a system call per request: this is on the poll path)
+_id_prefix = ""
+_id_counter = itertools.count(1)
+_id_pid = 0
+
+
+def new_request_id() -> str:
+    global _id_prefix, _id_pid, _id_counter
+    pid = os.getpid()
+    if pid != _id_pid:  # a new process (a forked worker): a prefix of its own
+        _id_prefix, _id_pid, _id_counter = os.urandom(10).hex(), pid, itertools.count(1)
+    return f"{_id_prefix}{next(_id_counter):012x}"
+
+
 ops = Blueprint("ops", __name__)
 
 
@@ -51,14 +66,12 @@ class RequestObserver:
         self.app = app
         self.url_map = url_map
         self.access_log_on = access_log_on
-        #: (method, route, code) -> (counter, histogram): label lookups once
-        self._series: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
         given = environ.get("HTTP_X_REQUEST_ID")
-        rid = given if given and _SANE_ID.fullmatch(given) else uuid.uuid4().hex
+        rid = given if given and _SANE_ID.fullmatch(given) else new_request_id()
         rid_token = REQUEST_ID.set(rid)
         jid_token = JID.set("")
         started = time.perf_counter()
@@ -87,16 +100,7 @@ class RequestObserver:
         if method not in _METHODS:
             method = "other"
         route = environ.get(ROUTE_KEY) or self._match(environ)
-        key = (method, route, code)
-        series = self._series.get(key)
-        if series is None:
-            series = (
-                metrics.HTTP_REQUESTS.labels(method, route, code),
-                metrics.HTTP_DURATION.labels(method, route),
-            )
-            self._series[key] = series
-        series[0].inc()
-        series[1].observe(elapsed)
+        metrics.REQUESTS.observe(method, route, code, elapsed)
         if self.access_log_on:
             path = environ.get("PATH_INFO", "")[:256]
             ms = round(elapsed * 1000, 2)
@@ -120,9 +124,7 @@ class RequestObserver:
         """The route of a request that no handler labelled (a 401, a 404)."""
         try:
             rule, _ = self.url_map.bind_to_environ(environ).match(return_rule=True)
-        except HTTPException:
-            return UNMATCHED
-        except Exception:
+        except Exception:  # NotFound, MethodNotAllowed, a redirect: no route of ours
             return UNMATCHED
         return route_template(rule.rule)
 

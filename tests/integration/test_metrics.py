@@ -171,14 +171,38 @@ def test_serve_metrics_add_up_every_worker_and_the_tracker(
         if resp.json()["status"] == "finishedSuccessfully" and polls >= 20:
             break
         assert time.monotonic() < deadline, resp.json()
-    # every scrape, whichever worker answers it, has every worker's count
+    # a worker writes its requests' tally at least every second: then every
+    # scrape, whichever worker answers it, has every worker's count
     poll = {"method": "GET", "route": "/api/v1/{jid}/", "code": "200"}
+
+    def polls_counted() -> float:
+        s = parse(requests.get(f"{url}/metrics", headers=http.headers, timeout=30).text)
+        return value(s, "pman_http_requests_total", **poll) - value(
+            before, "pman_http_requests_total", **poll
+        )
+
+    deadline = time.monotonic() + 15
+    while polls_counted() != polls and time.monotonic() < deadline:
+        time.sleep(0.2)
     for _ in range(6):
         s = parse(requests.get(f"{url}/metrics", headers=http.headers, timeout=30).text)
         got = value(s, "pman_http_requests_total", **poll) - value(
             before, "pman_http_requests_total", **poll
         )
         assert got == polls
+        count = value(
+            s, "pman_http_request_duration_seconds_count", method="GET", route=poll["route"]
+        )
+        assert (
+            count
+            - value(
+                before,
+                "pman_http_request_duration_seconds_count",
+                method="GET",
+                route=poll["route"],
+            )
+            >= polls
+        )
         assert value(s, "pman_jobs", backend="local", state="succeeded") == 1
         # the tracker process's engine calls and cycles are there too
         assert (

@@ -11,11 +11,13 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pman.api.docs import ASSETS
 from pman.app import create_app
 from pman.errors import BackendUnavailable, ConfigError
+from pman.metrics import RequestTally
 from pman.models import JobState
 from pman.settings import load_settings
 from pman.telemetry import JID, REQUEST_ID, JsonFormatter, TextFormatter, install_record_factory
@@ -35,16 +37,20 @@ def authed(storebase: Path, tmp_path: Path, fake: FakeBackend) -> FlaskClient:
     return create_app(settings=settings, backend=fake).test_client()
 
 
+def parse_text(text: str) -> dict[tuple, float]:
+    out: dict[tuple, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, *sorted(s.labels.items()))] = s.value
+    return out
+
+
 def scrape(client: FlaskClient, headers: dict[str, str] | None = None) -> dict[tuple, float]:
     """/metrics as {(sample name, sorted labels...): value}."""
     resp = client.get("/metrics", headers=headers or {})
     assert resp.status_code == 200, resp.text
     assert resp.content_type.startswith("text/plain")
-    out: dict[tuple, float] = {}
-    for family in text_string_to_metric_families(resp.text):
-        for s in family.samples:
-            out[(s.name, *sorted(s.labels.items()))] = s.value
-    return out
+    return parse_text(resp.text)
 
 
 def value(samples: dict[tuple, float], name: str, **labels: str) -> float:
@@ -222,22 +228,48 @@ def test_unmatched_and_unauthenticated_requests_are_counted_by_template(
     assert "some-jid" not in authed.get("/metrics", headers=AUTH).text
 
 
+def test_request_tally_writes_what_observe_would() -> None:
+    tally = RequestTally(flush_every=3600)
+    for seconds in (0.0004, 0.0005, 0.003, 100.0):
+        tally.observe("GET", "/tally-test", "200", seconds)
+    tally.flush()
+    text = generate_latest(REGISTRY).decode()
+    samples = parse_text(text)
+    labels = {"method": "GET", "route": "/tally-test"}
+    bucket = "pman_http_request_duration_seconds_bucket"
+    expected = {"0.0005": 2, "0.001": 2, "0.005": 3, "10.0": 3, "+Inf": 4}
+    for le, n in expected.items():
+        assert value(samples, bucket, le=le, **labels) == n, le
+    assert value(samples, "pman_http_request_duration_seconds_count", **labels) == 4
+    assert value(samples, "pman_http_request_duration_seconds_sum", **labels) == pytest.approx(
+        100.0039
+    )
+    assert value(samples, "pman_http_requests_total", code="200", **labels) == 4
+    tally.flush()  # nothing pending: nothing counted twice
+    again = parse_text(generate_latest(REGISTRY).decode())
+    assert value(again, "pman_http_requests_total", code="200", **labels) == 4
+
+
 # ---------------------------------------------------------------- request ids and logs
 def test_request_id_echoed_when_sane_else_made(authed: FlaskClient, client: FlaskClient) -> None:
     assert client.post("/api/v1/", json=job_body(jid="r-1")).status_code == 201
-    for c, path, headers in (
-        (authed, "/api/v1/", {}),  # 401
-        (client, "/api/v1/r-1/", {}),  # fast path
-        (client, "/api/v1/", {}),  # Flask
-        (client, "/api/v1/missing/", {}),  # 404
+    made: list[str] = []
+    for c, path in (
+        (authed, "/api/v1/"),  # 401
+        (client, "/api/v1/r-1/"),  # fast path
+        (client, "/api/v1/"),  # Flask
+        (client, "/api/v1/missing/"),  # 404
     ):
-        resp = c.get(path, headers={**headers, "X-Request-ID": "pfcon-42.a:b_c"})
+        resp = c.get(path, headers={"X-Request-ID": "pfcon-42.a:b_c"})
         assert resp.headers["X-Request-ID"] == "pfcon-42.a:b_c", path
-        made = c.get(path, headers=headers).headers["X-Request-ID"]
-        assert re.fullmatch(r"[0-9a-f]{32}", made)
+        made.append(c.get(path).headers["X-Request-ID"])
     for insane in ("a b", "x" * 129, "<script>", "id\x7f", ""):
-        made = client.get("/api/v1/", headers={"X-Request-ID": insane}).headers["X-Request-ID"]
-        assert made != insane and re.fullmatch(r"[0-9a-f]{32}", made), insane
+        made.append(
+            client.get("/api/v1/", headers={"X-Request-ID": insane}).headers["X-Request-ID"]
+        )
+    # new ones: unique, and sane themselves
+    assert len(set(made)) == len(made)
+    assert all(re.fullmatch(r"[0-9a-f]{32}", rid) for rid in made), made
 
 
 def test_log_lines_of_a_request_carry_its_id_and_jid(
