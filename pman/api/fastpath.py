@@ -14,11 +14,10 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from pman.api.observe import ROUTE_KEY
+from pman.api.observe import JID_KEY, ROUTE_KEY
 from pman.api.v1 import job_body
 from pman.errors import InvalidJobSpec, PmanError
 from pman.service import RESERVED_JIDS, JobService
-from pman.telemetry import JID
 
 _POLL = re.compile(r"/api/v1/([^/]+)/?")
 #: the route template the poll is counted under, as the Flask route's
@@ -40,7 +39,7 @@ class PollFastPath:
                 data = self._poll(m.group(1).lstrip("/"))
                 if data is not None:
                     environ[ROUTE_KEY] = POLL_ROUTE
-                    JID.set(m.group(1))
+                    environ[JID_KEY] = m.group(1)
                     start_response(
                         "200 OK",
                         [("Content-Type", "application/json"), ("Content-Length", str(len(data)))],

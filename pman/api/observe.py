@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from flask import Blueprint, Flask, Response, request
+from flask import Blueprint, Flask, Response, g, request
 from werkzeug.routing import Map
 
 from pman import metrics
@@ -29,8 +29,9 @@ from pman.telemetry import ACCESS_LOGGER, JID, REQUEST_ID
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
-#: the environ key where the route's template is left for the observer
+#: the environ keys where the route's template and the jid are left for the observer
 ROUTE_KEY = "pman.route"
+JID_KEY = "pman.jid"
 #: a request that matched no route (404, 405)
 UNMATCHED = "unmatched"
 _SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -102,8 +103,17 @@ class RequestObserver:
         route = environ.get(ROUTE_KEY) or self._match(environ)
         metrics.REQUESTS.observe(method, route, code, elapsed)
         if self.access_log_on:
-            path = environ.get("PATH_INFO", "")[:256]
-            ms = round(elapsed * 1000, 2)
+            self._log(environ, method, route, code, elapsed)
+
+    def _log(
+        self, environ: dict[str, Any], method: str, route: str, code: str, elapsed: float
+    ) -> None:
+        path = environ.get("PATH_INFO", "")[:256]
+        ms = round(elapsed * 1000, 2)
+        # the jid the route was about (its handler's context has ended)
+        jid = environ.get(JID_KEY)
+        token = JID.set(jid) if jid else None
+        try:
             access_log.info(
                 "%s %s %s %.2f ms",
                 method,
@@ -119,6 +129,9 @@ class RequestObserver:
                     "remote": environ.get("REMOTE_ADDR"),
                 },
             )
+        finally:
+            if token is not None:
+                JID.reset(token)
 
     def _match(self, environ: dict[str, Any]) -> str:
         """The route of a request that no handler labelled (a 401, a 404)."""
@@ -130,7 +143,8 @@ class RequestObserver:
 
 
 def install(app: Flask) -> None:
-    """Label each request Flask routes with its template and its jid."""
+    """Label each request Flask routes with its template and its jid (for the
+    log lines written while it is answered, and the access line after)."""
 
     @app.before_request
     def _label() -> None:
@@ -139,7 +153,14 @@ def install(app: Flask) -> None:
             request.environ[ROUTE_KEY] = route_template(rule.rule)
         jid = (request.view_args or {}).get("jid")
         if isinstance(jid, str):
-            JID.set(jid.lstrip("/"))
+            request.environ[JID_KEY] = jid.lstrip("/")
+            g.pman_jid_token = JID.set(jid.lstrip("/"))
+
+    @app.teardown_request
+    def _unlabel(_: BaseException | None) -> None:
+        token = g.pop("pman_jid_token", None)
+        if token is not None:
+            JID.reset(token)
 
 
 @ops.get("/metrics")
