@@ -151,6 +151,10 @@ class Pman:
         deadline = time.monotonic() + 30
         while (not self.url or len(self.workers) < workers) and time.monotonic() < deadline:
             line = self.proc.stderr.readline()
+            if line.startswith("{"):  # PMAN_LOG_FORMAT=json: the same words, in "message"
+                with contextlib.suppress(ValueError):
+                    record = json.loads(line)
+                    line = f"granian {record.get('pid')}: {record.get('message')}"
             if m := re.search(r"Listening at: (http://\S+)", line):
                 self.url = m.group(1)
             if m := re.search(r"granian (\d+): Started worker-\d+", line):

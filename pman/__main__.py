@@ -8,22 +8,19 @@ import argparse
 import contextlib
 import logging
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from pman import __version__, cli
 from pman.errors import ConfigError
+from pman.telemetry import configure_logging, log_format
 
-
-def configure_logging() -> None:
-    level = os.environ.get("PMAN_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(
-        level=level,
-        format="[%(asctime)s] %(levelname)s %(name)s %(process)d: %(message)s",
-    )
+__all__ = ["configure_logging", "main"]
 
 
 def serve(host: str, port: int, workers: int, threads: int) -> None:
@@ -38,6 +35,11 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
     from pman.settings import load_settings
 
     settings = load_settings()
+    # before any process of ours imports prometheus-client (granian forks the
+    # workers from this one): they and the tracker write their metrics there,
+    # and a scrape adds them all up
+    metrics_dir, made_metrics_dir = _prepare_metrics_dir()
+    os.environ[METRICS_DIR_ENV] = metrics_dir
     tracker = _start_tracker_process(settings)
 
     class _Server(Server):  # type: ignore[misc,valid-type]
@@ -52,8 +54,8 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
                 self._pman_port = self._ssp.build()
                 self.bind_port = self._ssp.__getstate__()[1]
 
-    access = os.environ.get("PMAN_ACCESS_LOG", "yes").lower() not in ("0", "no", "false", "off")
-    # granian's few lines of its own (where it listens, its workers) are always shown
+    # granian's few lines of its own (where it listens, its workers) are always
+    # shown; the access log is pman's own (pman.api.observe), in pman's format
     debug = os.environ.get("PMAN_LOG_LEVEL", "INFO").upper() == "DEBUG"
     server = _Server(
         "pman.wsgi:application",
@@ -63,8 +65,8 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
         workers=workers,
         blocking_threads=threads,
         log_level=LogLevels.debug if debug else LogLevels.info,
-        log_dictconfig=_GRANIAN_LOGGING,
-        log_access=access,
+        log_dictconfig=_granian_logging(log_format()),
+        log_access=False,
         respawn_failed_workers=True,
         workers_kill_timeout=60,
     )
@@ -74,30 +76,57 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
         if tracker is not None:
             tracker.terminate()
             tracker.wait(timeout=30)
+        if made_metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-#: granian's own messages on stderr in pman's format; access lines on stdout
-_GRANIAN_LOGGING: dict[str, Any] = {
-    "formatters": {
-        "generic": {
+#: prometheus-client's multiprocess mode: where each process writes its values
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def _prepare_metrics_dir() -> tuple[str, bool]:
+    """The folder pman's processes share their metrics in, emptied of an earlier
+    run's files: the operator's PROMETHEUS_MULTIPROC_DIR, else a new temporary
+    folder (local: the values are mmap-ed files, not for a network filesystem).
+    Returns it and whether pman made it (and removes it at exit)."""
+    given = os.environ.get(METRICS_DIR_ENV)
+    if given:
+        folder = Path(given)
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.db"):
+            stale.unlink(missing_ok=True)
+        return str(folder), False
+    return tempfile.mkdtemp(prefix="pman-metrics-"), True
+
+
+def _granian_logging(fmt: str) -> dict[str, Any]:
+    """granian's own messages on stderr in pman's format (JSON or text)."""
+    generic: dict[str, Any] = (
+        {"()": "pman.telemetry.JsonFormatter", "logger_name": "granian"}
+        if fmt == "json"
+        else {
             "()": "logging.Formatter",
             "fmt": "[%(asctime)s] %(levelname)s granian %(process)d: %(message)s",
+        }
+    )
+    return {
+        "formatters": {
+            "generic": generic,
+            "access": {"()": "logging.Formatter", "fmt": "%(message)s"},
         },
-        "access": {"()": "logging.Formatter", "fmt": "%(message)s"},
-    },
-    "handlers": {
-        "console": {
-            "formatter": "generic",
-            "class": "logging.StreamHandler",
-            "stream": "ext://sys.stderr",
+        "handlers": {
+            "console": {
+                "formatter": "generic",
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+            },
+            "access": {
+                "formatter": "access",
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stdout",
+            },
         },
-        "access": {
-            "formatter": "access",
-            "class": "logging.StreamHandler",
-            "stream": "ext://sys.stdout",
-        },
-    },
-}
+    }
 
 
 def _start_tracker_process(settings: Any) -> subprocess.Popen[bytes] | None:
@@ -130,6 +159,7 @@ def track(exit_with: int | None = None) -> None:
     import threading
 
     from pman.backends import load_backend
+    from pman.metrics import instrument
     from pman.registry import Registry
     from pman.settings import load_settings
     from pman.tracker import Tracker
@@ -139,7 +169,7 @@ def track(exit_with: int | None = None) -> None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     registry = Registry.from_url(settings.database_url)
     registry.configure_webhooks(settings.webhook_url)
-    backend = load_backend(settings.container_env, settings)
+    backend = instrument(load_backend(settings.container_env, settings))
     tracker = Tracker.from_settings(registry, backend, settings)
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -8,15 +8,19 @@ import logging
 from flask import Flask
 
 from pman.api import health, register_error_handlers, v1
+from pman.api import observe as observe_requests
 from pman.api.auth import Authenticator, AuthMiddleware
 from pman.api.context import EXTENSION_KEY, Runtime
+from pman.api.docs import docs
 from pman.api.fastpath import PollFastPath
 from pman.backends import load_backend
 from pman.backends.base import Backend
+from pman.metrics import instrument
 from pman.registry import Registry
 from pman.service import JobService
 from pman.settings import Settings, load_settings
 from pman.storage import Storage
+from pman.telemetry import install_record_factory
 from pman.tracker import Tracker
 
 log = logging.getLogger(__name__)
@@ -33,9 +37,11 @@ def create_app(
     ConfigError (all problems at once) on bad settings.
     """
     settings = settings or load_settings()
+    install_record_factory()
     # before anything else is built: no credentials, no service
     authenticator = Authenticator.from_settings(settings)
-    backend = backend or load_backend(settings.container_env, settings)
+    # every engine call timed and its failures counted, in this one place
+    backend = instrument(backend or load_backend(settings.container_env, settings))
     if registry is None:
         if settings.database_url.startswith("sqlite"):
             settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -52,13 +58,19 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes + 1
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[EXTENSION_KEY] = Runtime(settings, service, authenticator)
-    # outermost: no route, the poll fast path included, runs without credentials
-    app.wsgi_app = AuthMiddleware(  # type: ignore[method-assign]
-        PollFastPath(app.wsgi_app, service), authenticator
+    # no route, the poll fast path included, runs without credentials; outside
+    # that, every answer (401s too) gets its request id, metrics and access line
+    app.wsgi_app = observe_requests.RequestObserver(  # type: ignore[method-assign]
+        AuthMiddleware(PollFastPath(app.wsgi_app, service), authenticator),
+        app.url_map,
+        settings.access_log,
     )
     register_error_handlers(app)
+    observe_requests.install(app)
     app.register_blueprint(v1)
     app.register_blueprint(health)
+    app.register_blueprint(docs)
+    app.register_blueprint(observe_requests.ops)
     if settings.tracker_enabled:
         tracker.start()
         atexit.register(tracker.stop)

@@ -1005,6 +1005,30 @@ class Registry:
             return [JobRecord.from_row(r) for r in rows]
 
     @_db
+    def count_by_state(self) -> dict[tuple[str, str], int]:
+        """(backend, state) -> number of jobs not deleted, in one query (for /metrics)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(jobs.c.backend, jobs.c.state, func.count())
+                .where(jobs.c.active)
+                .group_by(jobs.c.backend, jobs.c.state)
+            )
+            return {(r[0], r[1]): r[2] for r in rows}
+
+    @_db
+    def count_queued(self) -> int:
+        """Jobs waiting in pman's own queue, every backend (for /metrics)."""
+        with self.engine.connect() as conn:
+            query = select(func.count()).where(
+                and_(
+                    jobs.c.active,
+                    jobs.c.state == JobState.QUEUED.value,
+                    jobs.c.reason == QUEUE_REASON,
+                )
+            )
+            return int(conn.execute(query).scalar_one())
+
+    @_db
     def active_jids(self) -> set[str]:
         with self.engine.connect() as conn:
             return set(conn.execute(select(jobs.c.jid).where(jobs.c.active)).scalars())

@@ -29,7 +29,7 @@ from pman.webhooks import host_allowed
 log = logging.getLogger(__name__)
 
 #: names the v1 API uses for its own routes under /api/v1/
-RESERVED_JIDS = frozenset({"jobs", "openapi.json", "auth-token"})
+RESERVED_JIDS = frozenset({"jobs", "openapi.json", "auth-token", "docs"})
 
 
 @dataclass(frozen=True)

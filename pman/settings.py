@@ -221,6 +221,12 @@ class Settings:
     #: seconds a swarm task may wait for a node (e.g. "insufficient resources")
     #: before its job is reported as an error
     swarm_pending_timeout: float = 60.0
+    # -- logs (pman.telemetry)
+    #: "json": one JSON object per log line; "text": plain lines. Default json in
+    #: production, text in development
+    log_format: str = "json"
+    #: one log line per HTTP request (logger pman.access, on stdout)
+    access_log: bool = True
     # -- authentication (pman.api.auth)
     #: "token": every endpoint but /health needs a bearer token; "none": no authentication
     auth_mode: str = "token"
@@ -469,6 +475,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "PMAN_SWARM_PENDING_TIMEOUT", 60.0, validate=Range(min=1.0)
         ),
         auth_mode=env.str("PMAN_AUTH", "token", validate=OneOf(("token", "none"))),
+        log_format=env.str(
+            "PMAN_LOG_FORMAT",
+            "text" if environ.get("APPLICATION_MODE") == "development" else "json",
+            validate=OneOf(("json", "text")),
+        ),
+        access_log=env.bool("PMAN_ACCESS_LOG", True),
         auth_user=env.str("PMAN_AUTH_USER", None),
         auth_password=env.str("PMAN_AUTH_PASSWORD", None),
         auth_token_lifetime=env.int(

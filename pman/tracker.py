@@ -35,6 +35,7 @@ from typing import IO, Any
 
 from sqlalchemy import text
 
+from pman import metrics
 from pman.backends.base import Backend, ChangeStream
 from pman.errors import BackendUnavailable, JobExists, JobNotFound, PmanError
 from pman.jobs import LABEL_AUID, LABEL_INSTANCE, LABEL_MANAGED, spec_from_record
@@ -42,6 +43,7 @@ from pman.models import JobInfo, JobState
 from pman.registry import QUEUE_REASON, JobRecord, Registry
 from pman.settings import Settings
 from pman.storage import Storage
+from pman.telemetry import job_context
 from pman.webhooks import Deliverer
 
 log = logging.getLogger(__name__)
@@ -339,6 +341,18 @@ class Tracker:
     # ---------------------------------------------------------------- cycle
     def run_once(self) -> CycleReport:
         """One cycle; reconciles first when due. Raises BackendUnavailable."""
+        try:
+            report = self._cycle()
+        except BackendUnavailable:
+            metrics.tracker_cycle("unavailable")
+            raise
+        except Exception:
+            metrics.tracker_cycle("failed")
+            raise
+        metrics.tracker_cycle("ok")
+        return report
+
+    def _cycle(self) -> CycleReport:
         report = CycleReport()
         started = time.monotonic()
         due = started - self._last_reconcile > self.reconcile_every
@@ -358,7 +372,8 @@ class Tracker:
                 if record.reason == QUEUE_REASON:
                     continue  # not on the engine yet
                 info = live.get(record.jid)
-                self._follow(record, info, report, told=record.jid in told)
+                with job_context(record.jid):
+                    self._follow(record, info, report, told=record.jid in told)
                 if info is not None and info.state is JobState.RUNNING:
                     running[record.id] = record.jid
         self._running = running
@@ -410,7 +425,13 @@ class Tracker:
         if info.state.finished:
             logs = self._final_logs(record.jid)
             report.engine_calls += 1
-        if self.registry.record(record.id, info, logs) or logs is not None:
+        changed = self.registry.record(record.id, info, logs)
+        if changed and info.state.finished and info.finished_at is not None:
+            ended = info.finished_at
+            if ended.tzinfo is None:
+                ended = ended.replace(tzinfo=UTC)
+            metrics.visibility_lag((datetime.now(UTC) - ended).total_seconds())
+        if changed or logs is not None:
             report.updated += 1
 
     # ---------------------------------------------------------------- queue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import threading
@@ -39,14 +40,32 @@ WORKER_READY = (
 )
 
 
+def log_text(line: str) -> str:
+    """A server's log line as text: a JSON line (PMAN_LOG_FORMAT=json, the
+    default in production) as the plain line pman writes in text format."""
+    if not line.startswith("{"):
+        return line
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return line
+    if not isinstance(record, dict):
+        return line
+    return f"{record.get('logger', '')} {record.get('pid', '')}: {record.get('message', '')}"
+
+
 def start_server(
-    argv: list[str], env: dict[str, str], workers: int, timeout: float = 30
+    argv: list[str],
+    env: dict[str, str],
+    workers: int,
+    timeout: float = 30,
+    stdout: IO[str] | None = None,
 ) -> tuple[subprocess.Popen[str], str, set[int]]:
     """Start an HTTP server of pman's (``pman serve`` or gunicorn) bound to port 0:
     returns the process, its URL and its workers' pids once every worker is ready.
     Its stderr is read to the end in the background, so it never blocks on a
-    full pipe."""
-    proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+    full pipe; its stdout (pman's access log) goes to ``stdout`` if given."""
+    proc = subprocess.Popen(argv, env=env, stdout=stdout, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     url = ""
     ready: set[int] = set()
@@ -55,6 +74,7 @@ def start_server(
         line = proc.stderr.readline()
         if not line and proc.poll() is not None:
             break
+        line = log_text(line)
         if m := re.search(r"Listening at: (http://\S+)", line):
             url = m.group(1)
         for pattern in WORKER_READY:

@@ -1,7 +1,9 @@
 """Who may use pman: bearer tokens, and pfcon-style JWTs for a username and password.
 
-Every request except ``GET /health`` and ``POST /api/v1/auth-token/`` must
-carry ``Authorization: Bearer <token>``, where the token is one of the static
+Every request except ``GET /health``, ``POST /api/v1/auth-token/`` and the
+API's documentation (``GET /api/v1/openapi.json``, the docs page
+``/api/v1/docs/`` and its files: no job data in them) must carry
+``Authorization: Bearer <token>``, where the token is one of the static
 tokens (PMAN_AUTH_TOKENS, PMAN_AUTH_TOKENS_FILE) or a JWT that
 ``/api/v1/auth-token/`` issued for PMAN_AUTH_USER / PMAN_AUTH_PASSWORD (HS256
 with SECRET_KEY, valid PMAN_AUTH_TOKEN_LIFETIME seconds). The check is WSGI
@@ -16,6 +18,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -28,8 +31,20 @@ from pman.settings import Settings
 log = logging.getLogger(__name__)
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-#: reachable without credentials: the health probe and the login itself
-OPEN_PATHS = frozenset({("GET", "/health"), ("POST", "/api/v1/auth-token/")})
+#: reachable without credentials: the health probe, the login itself, and the
+#: API's documentation (the OpenAPI document, the docs page; no job data)
+OPEN_PATHS = frozenset(
+    {
+        ("GET", "/health"),
+        ("POST", "/api/v1/auth-token/"),
+        ("GET", "/api/v1/openapi.json"),
+        ("GET", "/api/v1/docs"),
+        ("GET", "/api/v1/docs/"),
+    }
+)
+#: GET of one file name in this folder (the docs page's assets) is open too
+OPEN_ASSETS = "/api/v1/docs/"
+_ASSET_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 JWT_ALGORITHM = "HS256"
 #: shortest static token or SECRET_KEY accepted in production
 MIN_SECRET_LENGTH = 32
@@ -153,7 +168,13 @@ class AuthMiddleware:
         if not self.auth.enabled:
             return self.app(environ, start_response)
         path = environ.get("PATH_INFO", "")
-        if (environ.get("REQUEST_METHOD", ""), path) in OPEN_PATHS:
+        method = environ.get("REQUEST_METHOD", "")
+        if (method, path) in OPEN_PATHS or (
+            method == "GET"
+            and path.startswith(OPEN_ASSETS)
+            and _ASSET_NAME.fullmatch(path[len(OPEN_ASSETS) :])
+            and ".." not in path
+        ):
             return self.app(environ, start_response)
         problem = self.auth.check(environ.get("HTTP_AUTHORIZATION"))
         if problem is None:

@@ -14,11 +14,14 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from pman.api.observe import JID_KEY, ROUTE_KEY
 from pman.api.v1 import job_body
 from pman.errors import InvalidJobSpec, PmanError
 from pman.service import RESERVED_JIDS, JobService
 
 _POLL = re.compile(r"/api/v1/([^/]+)/?")
+#: the route template the poll is counted under, as the Flask route's
+POLL_ROUTE = "/api/v1/{jid}/"
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
@@ -35,6 +38,8 @@ class PollFastPath:
             if m is not None and m.group(1) not in RESERVED_JIDS:
                 data = self._poll(m.group(1).lstrip("/"))
                 if data is not None:
+                    environ[ROUTE_KEY] = POLL_ROUTE
+                    environ[JID_KEY] = m.group(1)
                     start_response(
                         "200 OK",
                         [("Content-Type", "application/json"), ("Content-Length", str(len(data)))],

@@ -71,7 +71,10 @@ def openapi_document() -> dict[str, Any]:
         "info": {
             "title": "pman",
             "version": __version__,
-            "description": "Run containerised jobs; wire-compatible with upstream pman's v1 API.",
+            "description": "Run containerised jobs; wire-compatible with upstream pman's v1 "
+            "API. Every response carries an X-Request-ID header: the request's X-Request-ID "
+            "when it is 1-128 letters, digits and ._:- characters, else a new id; pman's log "
+            "lines about the request carry the same id.",
         },
         "paths": {
             "/api/v1/": {
@@ -211,8 +214,67 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/v1/openapi.json": {
                 "get": {
-                    "summary": "This document",
-                    "responses": {"200": {"description": "OpenAPI 3.1 document"}, **_errors()},
+                    "summary": "This document (no credentials needed)",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "OpenAPI 3.1 document",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
+                }
+            },
+            "/api/v1/docs/": {
+                "get": {
+                    "summary": "Interactive documentation of this API (Swagger UI, served by pman "
+                    "from bundled files; no credentials needed)",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "the page",
+                            "content": {"text/html": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+            "/api/v1/docs/{asset}": {
+                "parameters": [
+                    {
+                        "name": "asset",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                        "description": "a file of the page: swagger-ui.css, index.css, "
+                        "swagger-ui-bundle.js, swagger-ui-standalone-preset.js, "
+                        "favicon-32x32.png, favicon-16x16.png",
+                    }
+                ],
+                "get": {
+                    "summary": "A file of the documentation page (no credentials needed)",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "the file",
+                            "content": {
+                                "text/css": {"schema": {"type": "string"}},
+                                "text/javascript": {"schema": {"type": "string"}},
+                                "image/png": {"schema": {"type": "string"}},
+                            },
+                        },
+                        "404": _json(_ref("Error"), "no such file"),
+                    },
+                },
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics: requests, engine calls, tracker, jobs by state",
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text exposition format",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
+                        **_errors(503),
+                    },
                 }
             },
             "/api/v1/auth-token/": {

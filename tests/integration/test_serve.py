@@ -76,7 +76,7 @@ def test_pman_serve_runs_jobs_across_workers(served: tuple[str, Path]) -> None:
         assert http.delete(f"{url}/api/v1/{b['jid']}/", timeout=30).status_code == 204
 
 
-def test_every_endpoint_but_health_needs_credentials(served: tuple[str, Path]) -> None:
+def test_every_endpoint_but_health_and_docs_needs_credentials(served: tuple[str, Path]) -> None:
     url, _ = served
     http = authed()
     body = job_body(entrypoint=[str(PLUGIN_BIN / "copyplugin")])
@@ -89,7 +89,7 @@ def test_every_endpoint_but_health_needs_credentials(served: tuple[str, Path]) -
         ("GET", f"/api/v1/{jid}/events/"),
         ("DELETE", f"/api/v1/{jid}/"),
         ("GET", "/api/v1/jobs/"),
-        ("GET", "/api/v1/openapi.json"),
+        ("GET", "/metrics"),
         ("GET", "/api/v1/no-such-job/"),
     ]
     for header in (None, "Bearer wrong-token", f"Basic {TOKEN}", f"Bearer {TOKEN}x"):
@@ -106,6 +106,10 @@ def test_every_endpoint_but_health_needs_credentials(served: tuple[str, Path]) -
     # the job was neither deleted nor submitted twice by those
     assert http.get(f"{url}/api/v1/{jid}/", timeout=30).status_code == 200
     assert requests.get(f"{url}/health", timeout=30).status_code == 200
+    # the API's documentation holds no job data: open, for GET only
+    for path in ("/api/v1/openapi.json", "/api/v1/docs/", "/api/v1/docs/swagger-ui.css"):
+        assert requests.get(url + path, timeout=30).status_code == 200, path
+        assert requests.post(url + path, timeout=30).status_code == 401, path
 
 
 def test_login_gives_a_jwt_that_works_until_it_expires(served: tuple[str, Path]) -> None:

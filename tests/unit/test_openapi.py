@@ -9,6 +9,7 @@ import pytest
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 
+from pman.api.observe import route_template
 from pman.errors import BackendUnavailable
 from tests.helpers import job_body
 from tests.unit.fakes import FakeBackend
@@ -57,7 +58,7 @@ def test_responses_match_their_schemas(
 def test_every_route_is_documented(client: FlaskClient, doc: dict[str, Any]) -> None:
     app = client.application
     documented = {
-        (path.replace("{jid}", "<jid>"), method.upper())
+        (path, method.upper())
         for path, ops in doc["paths"].items()
         for method in ops
         if method != "parameters"
@@ -65,7 +66,7 @@ def test_every_route_is_documented(client: FlaskClient, doc: dict[str, Any]) -> 
     for rule in app.url_map.iter_rules():
         if rule.endpoint == "static":
             continue
-        path = rule.rule.replace("<string:jid>", "<jid>")
+        path = route_template(rule.rule)  # /api/v1/<string:jid>/ -> /api/v1/{jid}/
         for method in rule.methods - {"HEAD", "OPTIONS"}:  # type: ignore[operator]
             assert (path, method) in documented, (path, method)
 
