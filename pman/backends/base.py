@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import ClassVar, Protocol
 
-from pman.errors import InvalidJobSpec, UnsupportedOption
+from pman.errors import InvalidJobSpec, JobNotFound, UnsupportedOption
 from pman.models import JobInfo, JobSpec, JobState
 from pman.settings import Settings
 
@@ -180,6 +180,33 @@ class Backend(ABC):
         text = self.logs(name, tail if tail is not None else DEFAULT_FULL_LOG_LINES)
         data = text.encode()
         return iter([data] if data else [])
+
+    def _file_logs(
+        self,
+        name: str,
+        path: Path,
+        tail: int | None,
+        since: datetime | None,
+        follow: bool,
+        poll: float = 0.2,
+    ) -> Iterator[bytes]:
+        """``iter_logs`` for engines that keep a job's output in a plain file
+        (no timestamps: ``since`` is refused); a follow ends when ``get`` says
+        the job has ended or is gone."""
+        if since is not None:
+            raise UnsupportedOption(
+                f"the {self.name} backend cannot filter logs by time: a job's output file "
+                "has no timestamps",
+                fields={"since": f"not supported by the {self.name} backend"},
+            )
+
+        def ended() -> bool:
+            try:
+                return self.get(name).state.finished
+            except JobNotFound:
+                return True  # deleted meanwhile
+
+        return read_file_chunks(path, tail, ended if follow else None, poll=poll)
 
     def cancel(self, name: str) -> None:
         """Stop the job's work but keep what holds its logs and its final state.

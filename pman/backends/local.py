@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pman.backends.base import Backend, read_file_chunks
+from pman.backends.base import Backend
 from pman.backends.local_runner import write_json
 from pman.errors import BackendError, BackendUnavailable, JobExists, JobNotFound, UnsupportedOption
 from pman.models import INCOMING, OUTGOING, JobInfo, JobSpec, JobState
@@ -298,20 +298,7 @@ class LocalBackend(Backend):
         jobdir = self._dir(name)
         if not (jobdir / "spec.json").exists():
             raise JobNotFound(f"no local job named {name!r}")
-        if since is not None:
-            raise UnsupportedOption(
-                "the local backend cannot filter logs by time: a job's output file "
-                "has no timestamps",
-                fields={"since": "not supported by the local backend"},
-            )
-
-        def ended() -> bool:
-            try:
-                return self.get(name).state.finished
-            except JobNotFound:
-                return True  # deleted meanwhile
-
-        return read_file_chunks(jobdir / "output.log", tail, ended if follow else None)
+        return self._file_logs(name, jobdir / "output.log", tail, since, follow)
 
     # ------------------------------------------------------------------ cancel
     def cancel(self, name: str) -> None:

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import quote, unquote
 
-from pman.backends.base import Backend, Outcome, read_file_chunks
+from pman.backends.base import Backend, Outcome
 from pman.backends.local import tail_lines
 from pman.backends.slurm_client import QueueRow, SlurmClient, SlurmCommandError
 from pman.errors import (
@@ -951,21 +951,8 @@ class SlurmBackend(Backend):
     ) -> Iterator[bytes]:
         """The job's ``log`` file (every worker's output), read in chunks."""
         self._meta(name)
-        if since is not None:
-            raise UnsupportedOption(
-                "the slurm backend cannot filter logs by time: the job's log file "
-                "has no timestamps",
-                fields={"since": "not supported by the slurm backend"},
-            )
-
-        def ended() -> bool:
-            try:
-                return self.get(name).state.finished
-            except JobNotFound:
-                return True  # deleted meanwhile
-
         # a followed job is asked about (one squeue) once a second at most
-        return read_file_chunks(self._dir(name) / "log", tail, ended if follow else None, poll=1.0)
+        return self._file_logs(name, self._dir(name) / "log", tail, since, follow, poll=1.0)
 
     def cancel(self, name: str) -> None:
         """scancel, keeping the job folder (log, status files); the script's
