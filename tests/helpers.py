@@ -40,13 +40,17 @@ WORKER_READY = (
 
 
 def start_server(
-    argv: list[str], env: dict[str, str], workers: int, timeout: float = 30
+    argv: list[str],
+    env: dict[str, str],
+    workers: int,
+    timeout: float = 30,
+    stdout: IO[str] | None = None,
 ) -> tuple[subprocess.Popen[str], str, set[int]]:
     """Start an HTTP server of pman's (``pman serve`` or gunicorn) bound to port 0:
     returns the process, its URL and its workers' pids once every worker is ready.
     Its stderr is read to the end in the background, so it never blocks on a
-    full pipe."""
-    proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+    full pipe; its stdout (the access log) goes to ``stdout``, else is inherited."""
+    proc = subprocess.Popen(argv, env=env, stdout=stdout, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     url = ""
     ready: set[int] = set()

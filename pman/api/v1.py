@@ -4,12 +4,14 @@ registry's list and events."""
 from __future__ import annotations
 
 import logging
+import re
 import shlex
 from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 from pydantic import ValidationError
+from werkzeug.routing import BaseConverter
 
 from pman.api import schemas
 from pman.api.context import runtime
@@ -17,11 +19,22 @@ from pman.api.openapi import openapi_document
 from pman.errors import InvalidJobSpec, JobNotFound, PmanError
 from pman.models import JobInfo, JobRequest, JobState
 from pman.registry import JobRecord
+from pman.service import RESERVED_JIDS
 
 log = logging.getLogger(__name__)
 
 v1 = Blueprint("v1", __name__, url_prefix="/api/v1")
 health = Blueprint("health", __name__)
+
+
+class JidConverter(BaseConverter):
+    """A jid in a URL: one path segment that is not a route of the API's own,
+    so that /api/v1/jobs/ answers 405 to DELETE and its Allow header lists GET only."""
+
+    regex = "(?!(?:" + "|".join(sorted(re.escape(n) for n in RESERVED_JIDS)) + ")(?:/|$))[^/]+"
+
+
+v1.record_once(lambda state: state.app.url_map.converters.setdefault("jid", JidConverter))
 
 #: pman's states as upstream's five status strings
 V1_STATUS: dict[JobState, schemas.JobStatus] = {
@@ -125,19 +138,19 @@ def submit_job() -> tuple[Response, int]:
     return jsonify(job_body(done.record.info(), "")), 201 if done.created else 200
 
 
-@v1.get("/<string:jid>/", strict_slashes=False)
+@v1.get("/<jid:jid>/", strict_slashes=False)
 def get_job(jid: str) -> Response:
     record, logs = runtime().service.status(_job_name(jid))
     return jsonify(job_body(record.info(), logs))
 
 
-@v1.delete("/<string:jid>/", strict_slashes=False)
+@v1.delete("/<jid:jid>/", strict_slashes=False)
 def delete_job(jid: str) -> tuple[str, int]:
     runtime().service.delete(_job_name(jid))
     return "", 204
 
 
-@v1.get("/<string:jid>/events/", strict_slashes=False)
+@v1.get("/<jid:jid>/events/", strict_slashes=False)
 def job_events(jid: str) -> Response:
     record, events = runtime().service.events(_job_name(jid))
     body = schemas.JobEvents(

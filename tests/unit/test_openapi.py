@@ -65,7 +65,7 @@ def test_every_route_is_documented(client: FlaskClient, doc: dict[str, Any]) -> 
     for rule in app.url_map.iter_rules():
         if rule.endpoint == "static":
             continue
-        path = rule.rule.replace("<string:jid>", "<jid>")
+        path = rule.rule.replace("<jid:jid>", "<jid>")
         for method in rule.methods - {"HEAD", "OPTIONS"}:  # type: ignore[operator]
             assert (path, method) in documented, (path, method)
 
