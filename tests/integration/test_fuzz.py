@@ -12,7 +12,7 @@ Not checked: ``positive_data_acceptance`` (a request that the document allows
 must be 2xx): a valid request naming an input folder that does not exist is
 400 by design, which no schema can express.
 
-CI size: ``PMAN_FUZZ_EXAMPLES`` (default 250) examples per operation and
+CI size: ``PMAN_FUZZ_EXAMPLES`` (default 500) examples per operation and
 phase, several thousand requests in about two minutes; set it higher for a
 longer run, and ``PMAN_FUZZ_SEED`` to replay one.
 
@@ -47,7 +47,7 @@ from tests.helpers import start_server
 
 pytestmark = pytest.mark.fuzz
 
-EXAMPLES = int(os.environ.get("PMAN_FUZZ_EXAMPLES", "250"))
+EXAMPLES = int(os.environ.get("PMAN_FUZZ_EXAMPLES", "500"))
 #: what schemathesis checks (all of its checks but positive_data_acceptance, see above)
 EXCLUDED_CHECKS = "positive_data_acceptance"
 
@@ -147,7 +147,7 @@ def test_fuzz_the_whole_api_from_its_openapi_document(
         "--max-examples",
         str(EXAMPLES),
         "--workers",
-        "2",
+        os.environ.get("PMAN_FUZZ_WORKERS", "4"),
         "--continue-on-failure",
         "--request-timeout",
         "30",
