@@ -83,10 +83,12 @@ class JobService:
             self.tracker.wake()
             log.info("job %s queued: %s", spec.name, record.message)
             return Submitted(record, created=True)
+        created = None
         try:
-            self.storage.prepare_output(spec.mounts)
+            created = self.storage.prepare_output(spec.mounts)
             info = self.backend.submit(spec)
         except JobExists as e:
+            self.storage.undo_output(created)
             if e.existing is not None and e.existing.fingerprint == spec.fingerprint:
                 # ours from before the registry knew it (e.g. a lost database)
                 self.registry.record(record.id, e.existing)
@@ -98,6 +100,7 @@ class JobService:
             ) from e
         except BaseException:
             self.registry.forget(record.id)
+            self.storage.undo_output(created)
             raise
         self.registry.record(record.id, info)
         self.tracker.wake()

@@ -7,6 +7,7 @@ own filesystem, physically too (no symlink pointing out of it).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 from pathlib import Path
@@ -14,6 +15,10 @@ from pathlib import Path
 from pman.errors import BackendError, InvalidJobSpec
 from pman.models import Mounts
 from pman.settings import Settings
+
+#: the longest name of one folder, and of a whole path, that Linux accepts (bytes)
+NAME_MAX = 255
+PATH_MAX = 4096
 
 
 def normalise_relative(field: str, value: str, *, allow_empty: bool) -> str:
@@ -30,7 +35,17 @@ def normalise_relative(field: str, value: str, *, allow_empty: bool) -> str:
             f"{field} {value!r} must not contain '..': it has to stay inside STOREBASE",
             fields={field: "'..' is not allowed"},
         )
+    if any(len(os.fsencode(p)) > NAME_MAX for p in parts):
+        raise InvalidJobSpec(
+            f"{field} has a folder name longer than {NAME_MAX} bytes",
+            fields={field: "name too long"},
+        )
     rel = posixpath.join(*parts) if parts else ""
+    if len(os.fsencode(rel)) > PATH_MAX // 2:
+        # STOREBASE and the engine's own prefixes need room below PATH_MAX
+        raise InvalidJobSpec(
+            f"{field} is longer than {PATH_MAX // 2} bytes", fields={field: "path too long"}
+        )
     if not rel and not allow_empty:
         raise InvalidJobSpec(
             f"{field} must name a folder inside STOREBASE, not STOREBASE itself",
@@ -75,8 +90,21 @@ class Storage:
                 f"STOREBASE {self.storebase} is not a folder on this host",
                 fields={"input_dir": "STOREBASE missing"},
             )
-        in_host = _confined(self.storebase, in_rel, "input_dir")
-        out_host = _confined(self.storebase, out_rel, "output_dir")
+        try:
+            return self._resolve_visible(self.storebase, input_dir, output_dir, in_rel, out_rel)
+        except OSError as e:
+            # e.g. a name the filesystem refuses, a loop of symbolic links
+            raise InvalidJobSpec(
+                f"input_dir or output_dir cannot be used on this host: {e.strerror}",
+                fields={"output_dir": e.strerror or "unusable path"},
+            ) from e
+
+    @staticmethod
+    def _resolve_visible(
+        storebase: Path, input_dir: str, output_dir: str, in_rel: str, out_rel: str
+    ) -> Mounts:
+        in_host = _confined(storebase, in_rel, "input_dir")
+        out_host = _confined(storebase, out_rel, "output_dir")
         if not in_host.is_dir():
             raise InvalidJobSpec(
                 f"input_dir {input_dir!r} is not a folder inside STOREBASE",
@@ -95,11 +123,31 @@ class Storage:
         return Mounts(in_rel, out_rel, in_host, out_host)
 
     @staticmethod
-    def prepare_output(mounts: Mounts) -> None:
-        """Create the output folder when pman can see it (engines refuse a missing bind source)."""
+    def prepare_output(mounts: Mounts) -> Path | None:
+        """Create the output folder when pman can see it (engines refuse a missing
+        bind source). Returns the topmost folder created, for ``undo_output``."""
         if mounts.output_host is None:
-            return
+            return None
+        top = mounts.output_host
+        while not top.parent.exists():
+            top = top.parent
+        created = None if top.exists() else top
         try:
             mounts.output_host.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise BackendError(f"cannot create the output folder {mounts.output_host}: {e}") from e
+        return created
+
+    @staticmethod
+    def undo_output(created: Path | None) -> None:
+        """Remove the folders ``prepare_output`` created, if still empty: a
+        refused job leaves nothing behind."""
+        if created is None:
+            return
+        for folder in sorted(
+            (p for p in created.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)
+        ):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        with contextlib.suppress(OSError):
+            created.rmdir()

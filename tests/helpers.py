@@ -60,12 +60,21 @@ def start_server(
     workers: int,
     timeout: float = 30,
     stdout: IO[str] | None = None,
+    new_session: bool = False,
 ) -> tuple[subprocess.Popen[str], str, set[int]]:
     """Start an HTTP server of pman's (``pman serve`` or gunicorn) bound to port 0:
     returns the process, its URL and its workers' pids once every worker is ready.
     Its stderr is read to the end in the background, so it never blocks on a
-    full pipe; its stdout (pman's access log) goes to ``stdout`` if given."""
-    proc = subprocess.Popen(argv, env=env, stdout=stdout, stderr=subprocess.PIPE, text=True)
+    full pipe; its stdout (the access log) goes to ``stdout``, else is inherited.
+    ``new_session``: in a process group of its own, for os.killpg."""
+    proc = subprocess.Popen(
+        argv,
+        env=env,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=new_session,
+    )
     assert proc.stderr is not None
     url = ""
     ready: set[int] = set()

@@ -44,6 +44,37 @@ def _errors(*codes: int) -> dict[str, Any]:
     return {str(c): _json(_ref("Error"), words[c]) for c in (*codes, 401)}
 
 
+#: a request as pfcon sends one (the document's example; the fuzz tests run it)
+EXAMPLE_JOB: dict[str, Any] = {
+    "jid": "chris-jid-1",
+    "args": ["--prefix", "copy-"],
+    "args_path_flags": [],
+    "auid": "chris",
+    "number_of_workers": 1,
+    "cpu_limit": 1000,
+    "memory_limit": 200,
+    "gpu_limit": 0,
+    "image": "fnndsc/pl-simpledsapp:2.1.0",
+    "entrypoint": ["simpledsapp"],
+    "type": "ds",
+    "env": [],
+    "input_dir": "key-1/incoming",
+    "output_dir": "key-1/outgoing",
+}
+
+#: from a job just answered to what can be asked about it (OpenAPI links:
+#: clients and stateful test generators follow them). Not to its events: they
+#: outlive a DELETE by design, which a generator would take for a stale resource.
+_JOB_LINKS = {
+    name: {"operationId": op, "parameters": {"jid": "$response.body#/jid"}}
+    for name, op in (("GetJob", "getJob"), ("DeleteJob", "deleteJob"))
+}
+
+
+def _with_links(response: dict[str, Any]) -> dict[str, Any]:
+    return {**response, "links": _JOB_LINKS}
+
+
 @cache
 def openapi_document() -> dict[str, Any]:
     models = [
@@ -79,6 +110,7 @@ def openapi_document() -> dict[str, Any]:
         "paths": {
             "/api/v1/": {
                 "get": {
+                    "operationId": "serverInfo",
                     "summary": "Server information",
                     "responses": {
                         "200": _json(_ref("ServerInfo"), "server information"),
@@ -86,14 +118,22 @@ def openapi_document() -> dict[str, Any]:
                     },
                 },
                 "post": {
+                    "operationId": "submitJob",
                     "summary": "Submit a job",
                     "requestBody": {
                         "required": True,
-                        "content": {"application/json": {"schema": _ref("JobRequest")}},
+                        "content": {
+                            "application/json": {
+                                "schema": _ref("JobRequest"),
+                                "example": EXAMPLE_JOB,
+                            }
+                        },
                     },
                     "responses": {
-                        "201": _json(_ref("Job"), "job created"),
-                        "200": _json(_ref("Job"), "the same request again: the existing job"),
+                        "201": _with_links(_json(_ref("Job"), "job created")),
+                        "200": _with_links(
+                            _json(_ref("Job"), "the same request again: the existing job")
+                        ),
                         **_errors(400, 409, 413, 502, 503),
                     },
                 },
@@ -101,13 +141,15 @@ def openapi_document() -> dict[str, Any]:
             "/api/v1/{jid}/": {
                 "parameters": [jid_param],
                 "get": {
+                    "operationId": "getJob",
                     "summary": "A job's status and latest logs",
                     "responses": {
-                        "200": _json(_ref("Job"), "the job"),
+                        "200": _with_links(_json(_ref("Job"), "the job")),
                         **_errors(404, 502, 503),
                     },
                 },
                 "delete": {
+                    "operationId": "deleteJob",
                     "summary": "Stop and remove a job (kept when REMOVE_JOBS=no)",
                     "responses": {
                         "204": {"description": "deleted"},
@@ -171,6 +213,7 @@ def openapi_document() -> dict[str, Any]:
             "/api/v1/{jid}/events/": {
                 "parameters": [jid_param],
                 "get": {
+                    "operationId": "jobEvents",
                     "summary": "The job's state transitions with their times (kept after DELETE)",
                     "responses": {
                         "200": _json(_ref("JobEvents"), "the transitions, oldest first"),
@@ -191,11 +234,15 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/v1/jobs/": {
                 "get": {
+                    "operationId": "listJobs",
                     "summary": "Jobs, newest first, filtered, one page at a time",
                     "parameters": [
                         _query("status", "v1 status or pman state; repeat or comma-separate"),
                         _query("auid", "only this requester's jobs"),
-                        _query("label", "key=value; repeat for several (all must match)"),
+                        {
+                            **_query("label", "key=value; repeat for several (all must match)"),
+                            "schema": {"type": "string", "pattern": "^[^=]+="},
+                        },
                         _query("include_deleted", "true to list deleted jobs too"),
                         _query("cursor", "next_cursor of the previous page"),
                         {
@@ -214,6 +261,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/v1/openapi.json": {
                 "get": {
+                    "operationId": "openapi",
                     "summary": "This document (no credentials needed)",
                     "security": [],
                     "responses": {
@@ -293,6 +341,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/health": {
                 "get": {
+                    "operationId": "health",
                     "summary": "200 when the backend and the job registry answer, else 503",
                     "security": [],
                     "responses": {

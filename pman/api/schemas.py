@@ -7,6 +7,7 @@ the document always says what the service checks.
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -21,7 +22,9 @@ from pydantic import (
 
 from pman.webhooks import MAX_URL_LENGTH, check_webhook_url
 
-_INT_TEXT = re.compile(r"\s*[+-]?\d+\s*")
+# ASCII only, as the document's pattern says: Python's \d also matches other
+# scripts' digits and \s other spaces, which JSON Schema's patterns need not
+_INT_TEXT = re.compile(r"[ \t\n\r]*\+?[0-9]+[ \t\n\r]*")
 
 
 def _whole_number(value: Any) -> int:
@@ -41,12 +44,17 @@ def _whole_number(value: Any) -> int:
     raise ValueError("must be an integer or an integer-valued string")
 
 
+def _int_text_pattern(minimum: int) -> str:
+    """The integer strings the validator accepts that are >= ``minimum`` (0 or 1)."""
+    digits = "[0-9]+" if minimum <= 0 else "0*[1-9][0-9]*"
+    return rf"^[ \t\n\r]*\+?{digits}[ \t\n\r]*$"
+
+
 #: the largest integer a request field takes: engines multiply CPU and memory
 #: into 64-bit bytes and nano-CPUs, and per-site caps (PMAN_MAX_*) bound them further
 INT_MAX = 2**31 - 1
 #: static bounds of the request (the configurable ones are in pman.limits)
 JID_MAX = 128
-AUID_MAX = 255
 IMAGE_MAX = 512
 PATH_MAX = 4096
 
@@ -60,7 +68,7 @@ def _whole(minimum: int, unit: str) -> Any:
             {
                 "anyOf": [
                     {"type": "integer", "minimum": minimum, "maximum": INT_MAX},
-                    {"type": "string", "pattern": r"^\s*\+?\d+\s*$"},
+                    {"type": "string", "pattern": _int_text_pattern(minimum)},
                 ],
                 "description": unit,
             }
@@ -68,7 +76,35 @@ def _whole(minimum: int, unit: str) -> Any:
     ]
 
 
-_ENV_ENTRY = re.compile(r"[^=\x00]+=[^\x00]*", re.DOTALL)
+#: text that can pass into an argv, an environment or a label: no NUL
+Text = Annotated[StrictStr, Field(pattern=r"^[^\x00]*$")]
+#: ``KEY=value`` with a name the shell can read
+EnvEntry = Annotated[StrictStr, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*=[^\x00]*$")]
+#: upstream strips a leading '/'; the engine's own rule (e.g. Docker's 2 to 128
+#: characters) is checked after that and may be stricter
+JID_PATTERN = r"^/*[A-Za-z0-9][A-Za-z0-9_.-]*$"
+#: a ChRIS user name (Django's username characters, ASCII), never a path
+AUID_PATTERN = r"^[A-Za-z0-9_@+-][A-Za-z0-9_.@+-]{0,149}$"
+#: an image reference or (SLURM with apptainer) an image file: no spaces,
+#: control characters or NUL; checked further by _image
+IMAGE_PATTERN = r"^[^\x00-\x20\x7f]{1,1024}$"
+
+
+def _plain(value: str) -> str | None:
+    """Why ``value`` could look like something else to a person or another
+    program, or None: unicode a later NFKC normalisation would change
+    (fullwidth dots and slash, U+FF0E U+FF0F, become ../), format characters
+    (right-to-left override, zero-width joiners), control characters and
+    unpaired surrogates."""
+    for ch in value:
+        category = unicodedata.category(ch)
+        if category == "Cs":
+            return "must not contain unpaired surrogates"
+        if category in ("Cc", "Cf"):
+            return f"must not contain control or format characters (U+{ord(ch):04X})"
+    if unicodedata.normalize("NFKC", value) != value:
+        return "must be in Unicode normal form NFKC (no fullwidth or decomposed look-alikes)"
+    return None
 
 
 class JobRequest(BaseModel):
@@ -79,39 +115,42 @@ class JobRequest(BaseModel):
     jid: StrictStr = Field(
         min_length=1,
         max_length=JID_MAX,
+        pattern=JID_PATTERN,
         description="job name; a leading '/' is stripped; the backend may allow fewer "
         "characters (swarm and kubernetes: 63)",
     )
-    args: list[StrictStr] = Field(
+    args: list[Text] = Field(
         description="plugin arguments; at most PMAN_MAX_ARGS (default 1000) of at most "
         "PMAN_MAX_ARG_LENGTH (default 4096) characters each"
     )
-    args_path_flags: list[StrictStr] = Field(
+    args_path_flags: list[Text] = Field(
         default_factory=list,
         description="flags whose following argument is a path, replaced by /share/incoming; "
         "bounded as args",
     )
-    auid: StrictStr = Field(max_length=AUID_MAX, description="user id of the requester")
+    auid: StrictStr = Field(pattern=AUID_PATTERN, description="user id of the requester")
     number_of_workers: _whole(1, "parallel workers")  # type: ignore[valid-type]
     cpu_limit: _whole(1, "CPU limit in millicores (1000 = one CPU)")  # type: ignore[valid-type]
     memory_limit: _whole(1, "memory limit in mebibytes (MiB)")  # type: ignore[valid-type]
     gpu_limit: _whole(0, "number of GPUs")  # type: ignore[valid-type]
     image: StrictStr = Field(
-        min_length=1,
         max_length=IMAGE_MAX,
+        pattern=IMAGE_PATTERN,
         description="OCI image; must match PMAN_IMAGE_ALLOWLIST when the site sets one",
     )
-    entrypoint: list[StrictStr] = Field(min_length=1, description="command prefix; bounded as args")
+    entrypoint: list[Text] = Field(
+        min_length=1,
+        description="command prefix; the first element names the program; bounded as args",
+        json_schema_extra={"prefixItems": [{"type": "string", "minLength": 1}]},
+    )
     type: Literal["ds", "fs", "ts"] = Field(description="plugin type")
-    env: list[StrictStr] = Field(
+    env: list[EnvEntry] = Field(
         default_factory=list,
         description='"KEY=value" strings; at most PMAN_MAX_ENV (default 500) of at most '
         "PMAN_MAX_ENV_LENGTH (default 32768) characters each",
     )
-    input_dir: StrictStr = Field(
-        max_length=PATH_MAX, description="input folder, relative to STOREBASE"
-    )
-    output_dir: StrictStr = Field(
+    input_dir: Text = Field(max_length=PATH_MAX, description="input folder, relative to STOREBASE")
+    output_dir: Text = Field(
         max_length=PATH_MAX, description="output folder, relative to STOREBASE"
     )
     callback_url: StrictStr | None = Field(
@@ -125,11 +164,15 @@ class JobRequest(BaseModel):
     @field_validator("*")
     @classmethod
     def _no_nul(cls, v: Any) -> Any:
-        # a NUL cannot pass into an argv, an environment or a path
-        if (isinstance(v, str) and "\x00" in v) or (
-            isinstance(v, list) and any("\x00" in item for item in v)
-        ):
-            raise ValueError("must not contain NUL characters")
+        # a NUL cannot pass into an argv, an environment or a path; a lone
+        # surrogate cannot be encoded for any of them
+        for item in v if isinstance(v, list) else [v]:
+            if not isinstance(item, str):
+                continue
+            if "\x00" in item:
+                raise ValueError("must not contain NUL characters")
+            if any(0xD800 <= ord(ch) <= 0xDFFF for ch in item):
+                raise ValueError("must not contain unpaired surrogates")
         return v
 
     @field_validator("callback_url")
@@ -145,12 +188,22 @@ class JobRequest(BaseModel):
             raise ValueError("must not be empty (after stripping a leading '/')")
         return v
 
-    @field_validator("env")
+    @field_validator("image")
     @classmethod
-    def _env_entries(cls, v: list[str]) -> list[str]:
-        bad = [e for e in v if not _ENV_ENTRY.fullmatch(e)]
-        if bad:
-            raise ValueError(f"every entry must be KEY=value with a non-empty KEY; got {bad[0]!r}")
+    def _image(cls, v: str) -> str:
+        if ".." in v.split("/"):
+            raise ValueError("must not contain a '..' path component")
+        if why := _plain(v):
+            raise ValueError(why)
+        return v
+
+    @field_validator("input_dir", "output_dir")
+    @classmethod
+    def _plain_path(cls, v: str) -> str:
+        # '..', length and confinement are checked by pman.storage, for every
+        # storage type; here: names that would read differently elsewhere
+        if why := _plain(v):
+            raise ValueError(why)
         return v
 
     @field_validator("entrypoint")

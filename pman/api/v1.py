@@ -14,6 +14,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from pydantic import ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.routing import BaseConverter
 
 from pman import models
 from pman.api import schemas
@@ -23,11 +24,22 @@ from pman.api.openapi import openapi_document
 from pman.errors import InvalidJobSpec, JobNotFound, PmanError
 from pman.models import JobInfo, JobRequest, JobState
 from pman.registry import JobRecord
+from pman.service import RESERVED_JIDS
 
 log = logging.getLogger(__name__)
 
 v1 = Blueprint("v1", __name__, url_prefix="/api/v1")
 health = Blueprint("health", __name__)
+
+
+class JidConverter(BaseConverter):
+    """A jid in a URL: one path segment that is not a route of the API's own,
+    so that /api/v1/jobs/ answers 405 to DELETE and its Allow header lists GET only."""
+
+    regex = "(?!(?:" + "|".join(sorted(re.escape(n) for n in RESERVED_JIDS)) + ")(?:/|$))[^/]+"
+
+
+v1.record_once(lambda state: state.app.url_map.converters.setdefault("jid", JidConverter))
 
 #: pman's states as upstream's five status strings
 V1_STATUS: dict[JobState, schemas.JobStatus] = models.V1_STATUS  # type: ignore[assignment]
@@ -153,19 +165,19 @@ def auth_token() -> Response:
     return jsonify(schemas.AuthToken(token=token).model_dump())
 
 
-@v1.get("/<string:jid>/", strict_slashes=False)
+@v1.get("/<jid:jid>/", strict_slashes=False)
 def get_job(jid: str) -> Response:
     record, logs = runtime().service.status(_job_name(jid))
     return jsonify(job_body(record.info(), logs))
 
 
-@v1.delete("/<string:jid>/", strict_slashes=False)
+@v1.delete("/<jid:jid>/", strict_slashes=False)
 def delete_job(jid: str) -> tuple[str, int]:
     runtime().service.delete(_job_name(jid))
     return "", 204
 
 
-@v1.post("/<string:jid>/cancel/", strict_slashes=False)
+@v1.post("/<jid:jid>/cancel/", strict_slashes=False)
 def cancel_job(jid: str) -> Response:
     record = runtime().service.cancel(_job_name(jid))
     return jsonify(job_body(record.info(), record.logs or ""))
@@ -219,7 +231,7 @@ def _logged(jid: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
             close()
 
 
-@v1.get("/<string:jid>/logs/", strict_slashes=False)
+@v1.get("/<jid:jid>/logs/", strict_slashes=False)
 def job_logs(jid: str) -> Response:
     name = _job_name(jid)
     tail, since, follow = _logs_query()
@@ -231,7 +243,7 @@ def job_logs(jid: str) -> Response:
     return resp
 
 
-@v1.get("/<string:jid>/events/", strict_slashes=False)
+@v1.get("/<jid:jid>/events/", strict_slashes=False)
 def job_events(jid: str) -> Response:
     record, events = runtime().service.events(_job_name(jid))
     body = schemas.JobEvents(
@@ -249,7 +261,7 @@ def job_events(jid: str) -> Response:
     return jsonify(body.model_dump())
 
 
-@v1.get("/<string:jid>/webhooks/", strict_slashes=False)
+@v1.get("/<jid:jid>/webhooks/", strict_slashes=False)
 def job_webhooks(jid: str) -> Response:
     record, deliveries = runtime().service.deliveries(_job_name(jid))
     instance = runtime().settings.instance
