@@ -109,7 +109,10 @@ def test_full_logs_and_tail(pman: Pman) -> None:
     jid = body["jid"]
     assert pman.post(body).status_code == 201
     polled = pman.wait(jid)
-    assert "line 1\n" not in polled["logs"]  # the poll keeps a bounded tail
+    # the poll keeps a bounded tail (compared line by line: Podman 4.3's log
+    # stream can break a line of such a burst in two, which is not pman's doing)
+    kept = polled["logs"].splitlines()
+    assert "line 1" not in kept and "line 2000" in kept
 
     resp = _logs(pman, jid)
     assert resp.status_code == 200
