@@ -77,8 +77,27 @@ def parse_engine_time(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text)
 
 
+#: statuses of a container that was created and not started yet
+_NOT_STARTED = frozenset({"created", "configured", "initialized"})
+#: pman starts a container as soon as it has created it, and a start slower
+#: than PMAN_ENGINE_TIMEOUT fails the submission (which removes the container).
+#: One still not started after this long (or twice the engine timeout) was
+#: left by a pman that stopped between the two calls: it will never run.
+NEVER_STARTED_AFTER_S = 60.0
+NEVER_STARTED_MESSAGE = "never started: pman stopped between creating the container and starting it"
+
+
+def _abandoned(status: str, created: datetime | None, never_started_after: float) -> bool:
+    if status not in _NOT_STARTED or created is None:
+        return False
+    return (datetime.now(UTC) - created).total_seconds() > never_started_after
+
+
 def _state_of(
-    attrs: dict[str, Any], memory_limit: int, oom_reported: bool
+    attrs: dict[str, Any],
+    memory_limit: int,
+    oom_reported: bool,
+    never_started_after: float = NEVER_STARTED_AFTER_S,
 ) -> tuple[JobState, str, str]:
     """(state, reason, message) of an inspected container.
 
@@ -91,6 +110,8 @@ def _state_of(
     if status not in DOCKER_STATES:
         log.warning("unknown container status %r of %s", status, attrs.get("Name"))
         return JobState.UNKNOWN, "unknown_status", f"engine reports status {status!r}"
+    if _abandoned(status, parse_engine_time(attrs.get("Created")), never_started_after):
+        return JobState.SYSTEM_ERROR, "never_started", NEVER_STARTED_MESSAGE
     state = DOCKER_STATES[status]
     if state is not None:
         error = st.get("Error") or ""
@@ -183,36 +204,47 @@ def demultiplex_stream(read: Callable[[int], bytes], chunk: int = LOG_CHUNK) -> 
             yield data
 
 
-def job_info_from_summary(c: dict[str, Any]) -> JobInfo:
+def job_info_from_summary(
+    c: dict[str, Any], never_started_after: float = NEVER_STARTED_AFTER_S
+) -> JobInfo:
     """A container of the list endpoint: state, and the exit code from its Status text."""
     status = str(c.get("State", "")).lower()
     labels = c.get("Labels") or {}
     state = DOCKER_STATES.get(status, JobState.UNKNOWN)
+    created = c.get("Created")
+    created_at = datetime.fromtimestamp(created, UTC) if isinstance(created, int) else None
+    if _abandoned(status, created_at, never_started_after):
+        state = JobState.SYSTEM_ERROR
     exit_code = None
     if state is None:
         m = _EXITED.search(c.get("Status", ""))
         exit_code = int(m.group(1)) if m else None
         state = JobState.SUCCEEDED if exit_code == 0 else JobState.FAILED
     names = c.get("Names") or [""]
-    created = c.get("Created")
     return JobInfo(
         name=names[0].lstrip("/"),
         state=state,
         image=labels.get(LABEL_IMAGE) or c.get("Image", ""),
         exit_code=exit_code,
         message=c.get("Status", ""),
-        created_at=datetime.fromtimestamp(created, UTC) if isinstance(created, int) else None,
+        created_at=created_at,
         fingerprint=labels.get(LABEL_FINGERPRINT),
         labels=labels,
     )
 
 
-def job_info_from_inspect(attrs: dict[str, Any], oom_reported: bool = True) -> JobInfo:
+def job_info_from_inspect(
+    attrs: dict[str, Any],
+    oom_reported: bool = True,
+    never_started_after: float = NEVER_STARTED_AFTER_S,
+) -> JobInfo:
     config = attrs.get("Config") or {}
     host = attrs.get("HostConfig") or {}
     st = attrs.get("State") or {}
     labels = config.get("Labels") or {}
-    state, reason, message = _state_of(attrs, host.get("Memory") or 0, oom_reported)
+    state, reason, message = _state_of(
+        attrs, host.get("Memory") or 0, oom_reported, never_started_after
+    )
     command = [*(config.get("Entrypoint") or []), *(config.get("Cmd") or [])]
     return JobInfo(
         name=attrs.get("Name", "").lstrip("/"),
@@ -543,12 +575,19 @@ class DockerBackend(Backend):
 
     def _owned_info_or_none(self, name: str) -> JobInfo | None:
         try:
-            return job_info_from_inspect(self._inspect_owned(name), self.oom_reported)
+            return self._info(self._inspect_owned(name))
         except JobNotFound:
             return None
 
     def get(self, name: str) -> JobInfo:
-        return job_info_from_inspect(self._inspect_owned(name), self.oom_reported)
+        return self._info(self._inspect_owned(name))
+
+    @property
+    def never_started_after(self) -> float:
+        return max(NEVER_STARTED_AFTER_S, 2 * self.settings.engine_timeout)
+
+    def _info(self, attrs: dict[str, Any]) -> JobInfo:
+        return job_info_from_inspect(attrs, self.oom_reported, self.never_started_after)
 
     def logs(self, name: str, tail: int) -> str:
         return self._read_logs("containers", name, tail)
@@ -675,7 +714,7 @@ class DockerBackend(Backend):
             found = self.api.containers(all=True, filters=filters)
         except Exception as e:
             self._raise(e, "listing pman's containers")
-        return [job_info_from_summary(c) for c in found]
+        return [job_info_from_summary(c, self.never_started_after) for c in found]
 
     def list(self) -> list[JobInfo]:
         return self._list(None)

@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -270,6 +271,12 @@ def expected_status(container: dict[str, Any] | None) -> str:
     if container is None:
         return "finishedWithError"  # vanished
     state = container["State"]
+    if state["Status"] == "created":
+        # created, never started: pman stopped between its create and start
+        # calls; Docker will never run it, and pman must say so after a minute
+        created = datetime.fromisoformat(container["Created"][:26].rstrip("Z") + "+00:00")
+        if (datetime.now(UTC) - created).total_seconds() > 60:
+            return "finishedWithError"
     if state["Status"] in ("created", "running", "restarting", "paused"):
         return "started"
     return "finishedSuccessfully" if state["ExitCode"] == 0 else "finishedWithError"

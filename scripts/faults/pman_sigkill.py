@@ -132,9 +132,27 @@ def main(argv: list[str] | None = None) -> int:
                 and on_engine <= known
             )
 
-        figures["converged_s"] = round(
-            wait_until("the registry settles", settled, GRACE_S + 90, 1.0), 2
-        )
+        try:
+            figures["converged_s"] = round(
+                wait_until("the registry settles", settled, GRACE_S + 90, 1.0), 2
+            )
+        except Violation:
+            # say what did not settle: records not final, jobs or containers unrecorded
+            recs = {r["jid"]: r for r in records()}
+            figures["unsettled"] = {
+                "records_not_final": {
+                    j: [r["status"], r["state"], r["message"], (inspect(j) or {}).get("State")]
+                    for j, r in recs.items()
+                    if r["status"] not in FINISHED
+                },
+                "answered_without_record": [j for j in answered if j not in recs],
+                "containers_without_record": [
+                    c["Names"][0]
+                    for c in containers_of(instance)
+                    if c["Names"][0].lstrip("/") not in recs
+                ],
+            }
+            raise
         recs = records()
         per_jid = collections.Counter(r["jid"] for r in recs)
         dupes = {j: n for j, n in per_jid.items() if n > 1}

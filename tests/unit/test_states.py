@@ -54,7 +54,12 @@ def inspect(status: str, **state: Any) -> dict[str, Any]:
     ],
 )
 def test_docker_status_table(status: str, state: JobState) -> None:
-    assert job_info_from_inspect(inspect(status)).state is state
+    # created just now: a container not started a minute after its creation
+    # is a system error (test_a_container_never_started_ends_as_a_system_error)
+    from datetime import UTC, datetime
+
+    just_created = inspect(status) | {"Created": datetime.now(UTC).isoformat()}
+    assert job_info_from_inspect(just_created).state is state
 
 
 def test_docker_exit_codes_and_oom() -> None:
@@ -185,3 +190,31 @@ def test_local_list_active_skips_finished_jobs(tmp_path: Path) -> None:
     backend = _job(tmp_path, result={"exit_code": 0, "finished_at": "2020-01-01T00:00:01+00:00"})
     assert [i.name for i in backend.list()] == ["j"]
     assert backend.list_active() == []
+
+
+def test_a_container_never_started_ends_as_a_system_error() -> None:
+    """Found by scripts/faults/pman_sigkill.py: pman killed between creating a
+    container and starting it left the container "created" and its job
+    "notstarted" for ever. Past a minute such a container is a system error."""
+    from datetime import UTC, datetime, timedelta
+
+    from pman.backends.docker import job_info_from_summary
+
+    old = datetime.now(UTC) - timedelta(seconds=61)
+    young = datetime.now(UTC) - timedelta(seconds=5)
+    for status in ("created", "configured"):
+        stale = job_info_from_inspect(inspect(status) | {"Created": old.isoformat()})
+        assert (stale.state, stale.reason) == (JobState.SYSTEM_ERROR, "never_started")
+        assert "never started" in stale.message
+        fresh = job_info_from_inspect(inspect(status) | {"Created": young.isoformat()})
+        assert fresh.state is JobState.QUEUED
+    summary = {"Names": ["/j"], "State": "created", "Status": "Created", "Labels": {}}
+    assert job_info_from_summary(summary | {"Created": int(old.timestamp())}).state is (
+        JobState.SYSTEM_ERROR
+    )
+    assert job_info_from_summary(summary | {"Created": int(young.timestamp())}).state is (
+        JobState.QUEUED
+    )
+    # a running or finished container is never called that, however old
+    running = job_info_from_inspect(inspect("running") | {"Created": old.isoformat()})
+    assert running.state is JobState.RUNNING
