@@ -13,7 +13,7 @@ import os
 import random
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from environs import Env, EnvValidationError
 from marshmallow.validate import OneOf, Range
 
 from pman.errors import ConfigError
-from pman.limits import ImagePattern, Limits, parse_capabilities, parse_image_allowlist
+from pman.limits import Limits, parse_capabilities, parse_image_allowlist
 
 CONTAINER_ENVS = ("local", "docker", "podman", "swarm", "kubernetes", "slurm", "cromwell")
 STORAGE_TYPES = ("host", "nfs", "docker_local_volume", "kubernetes_pvc")
@@ -273,20 +273,10 @@ class Settings:
     # ---- confinement and limits (issue 7) ------------------------------------
     #: the largest request body accepted, in bytes (a bigger one is 413)
     max_request_bytes: int = 1024 * 1024
-    #: at most this many items in args, args_path_flags and entrypoint, each
-    #: at most max_arg_length characters
-    max_args: int = 1000
-    max_arg_length: int = 4096
-    #: at most this many env entries, each at most max_env_length characters
-    max_env: int = 500
-    max_env_length: int = 32768
-    #: per-job caps; 0 = no cap. CPU in millicores, memory in MiB
-    max_cpu_limit: int = 0
-    max_memory_limit: int = 0
-    max_gpu_limit: int = 0
-    max_workers: int = 100
-    #: images a job may use (patterns); empty = any image
-    image_allowlist: tuple[ImagePattern, ...] = ()
+    #: the bounds every request is checked against: counts and lengths of args
+    #: and env, per-job caps (0 = no cap; CPU in millicores, memory in MiB) and
+    #: the image allowlist (pman.limits)
+    limits: Limits = field(default_factory=Limits)
     #: capabilities given back to jobs on docker, podman and swarm (all others dropped)
     cap_add: tuple[str, ...] = ()
     #: docker, podman, swarm: the job's root filesystem is read-only (a tmpfs at /tmp)
@@ -312,21 +302,6 @@ class Settings:
     #: SLURM_CONF passed to SLURM's commands, None for SLURM's own default
     slurm_conf: str | None = None
     # ---- end of SLURM backend -------------------------------------------------
-
-    @property
-    def limits(self) -> Limits:
-        """The bounds every request is checked against (pman.limits)."""
-        return Limits(
-            max_args=self.max_args,
-            max_arg_length=self.max_arg_length,
-            max_env=self.max_env,
-            max_env_length=self.max_env_length,
-            max_cpu_limit=self.max_cpu_limit,
-            max_memory_limit=self.max_memory_limit,
-            max_gpu_limit=self.max_gpu_limit,
-            max_workers=self.max_workers,
-            image_allowlist=self.image_allowlist,
-        )
 
     def docker_environment(self) -> dict[str, str]:
         """The DOCKER_* variables the docker SDK's ``from_env`` understands."""
@@ -506,6 +481,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     )
     values["max_memory_limit"] = custom("PMAN_MAX_MEMORY_LIMIT", parse_mebibytes, 0)
     values["image_allowlist"] = custom("PMAN_IMAGE_ALLOWLIST", parse_image_allowlist, ())
+    limit_names = [f.name for f in fields(Limits)]
+    values["limits"] = Limits(**{name: values.pop(name) for name in limit_names})
     values["cap_add"] = custom("PMAN_CAP_ADD", parse_capabilities, ())
     values["job_labels"] = custom("JOB_LABELS", parse_labels, {})
     values["node_selector"] = custom("NODE_SELECTOR", parse_labels, {})

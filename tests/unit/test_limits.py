@@ -303,12 +303,16 @@ def test_limit_settings_and_their_errors() -> None:
         }
     )
     assert s.cap_add == ("CAP_NET_BIND_SERVICE", "CAP_CHOWN")
-    assert s.max_memory_limit == 4096
-    assert len(s.image_allowlist) == 4
+    assert s.limits.max_memory_limit == 4096
+    assert len(s.limits.image_allowlist) == 4
     assert (s.read_only_rootfs, s.max_running) == (True, 3)
     defaults = load_settings({"STOREBASE": "/tmp/sb"})
-    assert (defaults.max_request_bytes, defaults.max_args, defaults.max_env) == (1048576, 1000, 500)
-    assert (defaults.max_workers, defaults.max_running, defaults.cap_add) == (100, 0, ())
+    assert (defaults.max_request_bytes, defaults.limits.max_args, defaults.limits.max_env) == (
+        1048576,
+        1000,
+        500,
+    )
+    assert (defaults.limits.max_workers, defaults.max_running, defaults.cap_add) == (100, 0, ())
     with pytest.raises(ConfigError) as e:
         load_settings(
             {
