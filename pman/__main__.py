@@ -23,10 +23,12 @@ from pman.telemetry import configure_logging, log_format
 __all__ = ["configure_logging", "main"]
 
 
-def serve(host: str, port: int, workers: int, threads: int) -> None:
-    """Serve with granian: HTTP parsing and connections are handled in Rust, so
-    a worker's Python time goes to pman's own work. Settings are checked first
-    so a bad variable stops us with one clear message instead of one per worker.
+def serve(host: str, port: int, workers: int) -> None:
+    """Serve with granian's ASGI interface: HTTP parsing and connections are
+    handled in Rust, waiting (slow bodies, log streams, engine calls) costs no
+    request thread, and each kind of work gets threads of its own
+    (pman.api.asgi). Settings are checked first so a bad variable stops us
+    with one clear message instead of one per worker.
     """
     from granian.constants import Interfaces
     from granian.log import LogLevels
@@ -58,12 +60,11 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
     # shown; the access log is pman's own (pman.api.observe), in pman's format
     debug = os.environ.get("PMAN_LOG_LEVEL", "INFO").upper() == "DEBUG"
     server = _Server(
-        "pman.wsgi:application",
+        "pman.asgi:application",
         address=host,
         port=port,
-        interface=Interfaces.WSGI,
+        interface=Interfaces.ASGI,
         workers=workers,
-        blocking_threads=threads,
         log_level=LogLevels.debug if debug else LogLevels.info,
         log_dictconfig=_granian_logging(log_format()),
         log_access=False,
@@ -192,7 +193,11 @@ def main(argv: list[str] | None = None) -> None:
     p_serve.add_argument("--host", default=os.environ.get("PMAN_HOST", "127.0.0.1"))
     p_serve.add_argument("--port", type=int, default=int(os.environ.get("PMAN_PORT", "5010")))
     p_serve.add_argument("--workers", type=int, default=int(os.environ.get("PMAN_WORKERS", "2")))
-    p_serve.add_argument("--threads", type=int, default=int(os.environ.get("PMAN_THREADS", "4")))
+    p_serve.add_argument(
+        "--threads",
+        type=int,
+        help="threads per worker for quick requests (sets PMAN_THREADS, default 4)",
+    )
     p_track = sub.add_parser("track", help="run only the tracker (pman serve starts one itself)")
     p_track.add_argument("--exit-with", type=int, help="stop when this parent process ends")
     cli.add_commands(sub)
@@ -202,7 +207,9 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging()
     try:
         if args.command == "serve":
-            serve(args.host, args.port, args.workers, args.threads)
+            if args.threads is not None:
+                os.environ["PMAN_THREADS"] = str(args.threads)
+            serve(args.host, args.port, args.workers)
         elif args.command == "track":
             track(args.exit_with)
     except ConfigError as e:

@@ -9,10 +9,12 @@ from flask import Flask
 
 from pman.api import health, register_error_handlers, v1
 from pman.api import observe as observe_requests
+from pman.api.asgi import LanedASGI
 from pman.api.auth import Authenticator, AuthMiddleware
 from pman.api.context import EXTENSION_KEY, Runtime
 from pman.api.docs import docs
 from pman.api.fastpath import PollFastPath
+from pman.api.lanes import LaneMiddleware
 from pman.backends import load_backend
 from pman.backends.base import Backend
 from pman.metrics import instrument
@@ -30,11 +32,16 @@ def create_app(
     settings: Settings | None = None,
     backend: Backend | None = None,
     registry: Registry | None = None,
+    *,
+    wsgi_lanes: bool = False,
 ) -> Flask:
     """Build settings, backend, registry and tracker ONCE and register the routes.
 
     Tests inject what they need; production reads the environment. Raises
-    ConfigError (all problems at once) on bad settings.
+    ConfigError (all problems at once) on bad settings. ``wsgi_lanes``: keep
+    engine requests and log streams within their bounds under a WSGI server
+    (pman.api.lanes.LaneMiddleware); the ASGI server (create_asgi_app) does
+    that itself.
     """
     settings = settings or load_settings()
     install_record_factory()
@@ -60,8 +67,9 @@ def create_app(
     app.extensions[EXTENSION_KEY] = Runtime(settings, service, authenticator)
     # no route, the poll fast path included, runs without credentials; outside
     # that, every answer (401s too) gets its request id, metrics and access line
+    inner = AuthMiddleware(PollFastPath(app.wsgi_app, service), authenticator)
     app.wsgi_app = observe_requests.RequestObserver(  # type: ignore[method-assign]
-        AuthMiddleware(PollFastPath(app.wsgi_app, service), authenticator),
+        LaneMiddleware(inner, settings) if wsgi_lanes else inner,
         app.url_map,
         settings.access_log,
     )
@@ -76,3 +84,14 @@ def create_app(
         atexit.register(tracker.stop)
     log.info("pman %s serving %s", settings.server_version, backend.describe())
     return app
+
+
+def create_asgi_app(
+    settings: Settings | None = None,
+    backend: Backend | None = None,
+    registry: Registry | None = None,
+) -> LanedASGI:
+    """The application as ``pman serve`` runs it: ASGI, each kind of work on
+    threads of its own (pman.api.asgi)."""
+    settings = settings or load_settings()
+    return LanedASGI(create_app(settings, backend, registry), settings)

@@ -133,6 +133,11 @@ _QUEUE_GATE = "queue"
 #: the ``reason`` of a job waiting in pman's own queue (PMAN_MAX_RUNNING): it is
 #: QUEUED and not on the engine yet
 QUEUE_REASON = "pman_queue"
+#: the ``reason`` of a job whose POST was answered 503 while the engine might
+#: still act on it (a call that timed out may yet be carried out): it is kept
+#: only so that its jid stays taken until the tracker has removed whatever the
+#: engine made of it; then the record is forgotten. Polls do not show it.
+WITHDRAW_REASON = "pman_withdraw"
 #: the webhook outbox: one row per transition and target, written in the same
 #: transaction as the transition's event, so a crash cannot lose a delivery;
 #: the tracker's leader sends them (pman.webhooks.Deliverer)
@@ -769,6 +774,16 @@ class Registry:
             conn.execute(delete(jobs).where(jobs.c.id == job_id))
 
     @_db
+    def withdraw(self, job_id: int, message: str) -> None:
+        """Mark a job whose submission was given up (see WITHDRAW_REASON)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(jobs)
+                .where(and_(jobs.c.id == job_id, jobs.c.active))
+                .values(reason=WITHDRAW_REASON, message=message, updated_at=now())
+            )
+
+    @_db
     def record(self, job_id: int, info: JobInfo, logs: str | None = None) -> bool:
         """Store what the engine says of a job; an event when the state changes.
 
@@ -1056,7 +1071,8 @@ class Registry:
     ) -> Page:
         """Jobs newest first, filtered, one page at a time (keyset paging on id)."""
         query = select(*_RECORD)
-        conditions = []
+        # a withdrawn submission is no job (WITHDRAW_REASON)
+        conditions = [jobs.c.reason != WITHDRAW_REASON]
         if not include_deleted:
             conditions.append(jobs.c.active)
         if states:
@@ -1070,8 +1086,7 @@ class Registry:
             conditions.append(jobs.c.id.in_(pair))
         if cursor is not None:
             conditions.append(jobs.c.id < decode_cursor(cursor))
-        if conditions:
-            query = query.where(and_(*conditions))
+        query = query.where(and_(*conditions))
         query = query.order_by(jobs.c.id.desc()).limit(limit + 1)
         with self.engine.connect() as conn:
             rows = list(conn.execute(query).mappings())

@@ -4,11 +4,16 @@ the source of truth for polls, the backend is asked only to act."""
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
+from typing import NoReturn
 
 from pman.backends.base import Backend
+from pman.deadlines import Deadline
 from pman.errors import (
     BackendUnavailable,
     InvalidJobSpec,
@@ -20,7 +25,16 @@ from pman.errors import (
 from pman.jobs import build_spec
 from pman.limits import check_request
 from pman.models import JobRequest
-from pman.registry import QUEUE_REASON, Delivery, Event, JobRecord, Page, Registry, now
+from pman.registry import (
+    QUEUE_REASON,
+    WITHDRAW_REASON,
+    Delivery,
+    Event,
+    JobRecord,
+    Page,
+    Registry,
+    now,
+)
 from pman.settings import Settings
 from pman.storage import Storage
 from pman.tracker import Tracker
@@ -32,10 +46,23 @@ log = logging.getLogger(__name__)
 RESERVED_JIDS = frozenset({"jobs", "openapi.json", "auth-token", "docs"})
 
 
+#: the longest a health check waits for the engine before it says it does not answer
+HEALTH_WAIT_S = 5.0
+
+
 @dataclass(frozen=True)
 class Submitted:
     record: JobRecord
     created: bool
+
+
+@dataclass
+class _Probe:
+    """One check of the engine and the registry, which health requests share."""
+
+    started: float = field(default_factory=time.monotonic)
+    done: threading.Event = field(default_factory=threading.Event)
+    problem: str | None = None
 
 
 class JobService:
@@ -52,6 +79,8 @@ class JobService:
         self.storage = storage
         self.registry = registry
         self.tracker = tracker
+        self._probe: _Probe | None = None
+        self._probe_lock = threading.Lock()
 
     def check_name(self, jid: str) -> None:
         if jid in RESERVED_JIDS:
@@ -60,9 +89,14 @@ class JobService:
             )
         self.backend.check_name(jid)
 
-    def submit(self, request: JobRequest) -> Submitted:
+    def submit(self, request: JobRequest, deadline: Deadline | None = None) -> Submitted:
         """Record, then submit: a crash in between leaves a record the tracker
-        resolves, never an engine job without a record."""
+        resolves, never an engine job without a record.
+
+        With a ``deadline``, a job the engine made after the client was given
+        up on (answered 503) is removed again, so a refused POST never leaves
+        a job behind; so is one whose engine call failed without saying
+        whether the engine acted (a time-out): the tracker withdraws it."""
         self.check_name(request.jid)
         image = check_request(request, self.settings.limits)
         self.check_callback(request.callback_url)
@@ -72,6 +106,12 @@ class JobService:
                 spec, self.backend.name, max_running=self.settings.max_running
             )
         except JobExists as e:
+            if e.existing is not None and e.existing.reason == WITHDRAW_REASON:
+                raise BackendUnavailable(
+                    f"an earlier submission of job {spec.name!r} was refused (the engine did "
+                    "not answer in time) and pman is still removing what the engine may have "
+                    "made of it; try again in a few seconds"
+                ) from e
             if e.existing is not None and e.existing.fingerprint == spec.fingerprint:
                 return Submitted(self.registry.active(spec.name), created=False)
             raise JobExists(
@@ -98,23 +138,91 @@ class JobService:
                 f"the engine has a job named {spec.name!r} that pman did not record; "
                 "use another jid"
             ) from e
+        except BackendUnavailable as e:
+            # a call that timed out may still be carried out once the engine
+            # wakes up: the record keeps the jid until the tracker has removed
+            # whatever the engine made of it
+            self.storage.undo_output(created)
+            self.registry.withdraw(record.id, f"withdrawn: {e.message}")
+            self.tracker.wake()
+            raise
         except BaseException:
             self.registry.forget(record.id)
             self.storage.undo_output(created)
             raise
+        if deadline is not None and not deadline.commit():
+            self._undo_late_submit(spec.name, record.id, created)
         self.registry.record(record.id, info)
         self.tracker.wake()
         log.info("job %s submitted to %s", spec.name, self.backend.describe())
         return Submitted(self.registry.get(record.id), created=True)
 
+    def _undo_late_submit(self, jid: str, job_id: int, created: Path | None) -> NoReturn:
+        """The engine made the job after its client was answered 503: remove it."""
+        self.storage.undo_output(created)
+        timeout = self.settings.engine_timeout
+        try:
+            self.backend.delete(jid)
+        except PmanError as e:
+            self.registry.withdraw(job_id, f"withdrawn: answered too late; {e.message}")
+            self.tracker.wake()
+        else:
+            self.registry.forget(job_id)
+        log.warning("job %s: the engine made it after its POST was answered 503; removed", jid)
+        raise BackendUnavailable(
+            f"the engine did not create job {jid!r} within {timeout:g} s "
+            "(PMAN_ENGINE_TIMEOUT); nothing was kept: try again"
+        )
+
+    def _visible(self, jid: str, with_labels: bool = True) -> JobRecord:
+        """The active job of ``jid``; a withdrawn submission is no job."""
+        record = self.registry.active(jid, with_labels=with_labels)
+        if record.reason == WITHDRAW_REASON:
+            raise JobNotFound(f"no job named {jid!r} (its submission was refused)")
+        return record
+
     def status(self, jid: str) -> tuple[JobRecord, str]:
         """The job and its latest log lines, from the registry alone: the
         tracker keeps both current, so a poll never waits for the engine."""
-        record = self.registry.active(jid, with_labels=False)
+        record = self._visible(jid, with_labels=False)
         return record, record.logs or ""
 
+    def health(self, wait: float | None = None) -> str | None:
+        """None if the engine and the registry answer, else why not.
+
+        One check runs at a time and answers every health request that came
+        while it ran: however many probes arrive, an engine that hangs holds
+        one call, and none of them waits more than ``wait`` seconds
+        (HEALTH_WAIT_S, or PMAN_ENGINE_TIMEOUT if shorter) for it."""
+        wait = min(HEALTH_WAIT_S, self.settings.engine_timeout) if wait is None else wait
+        with self._probe_lock:
+            probe = self._probe
+            if probe is None or probe.done.is_set():
+                probe = self._probe = _Probe()
+                threading.Thread(
+                    target=self._check, args=(probe,), name="pman-health", daemon=True
+                ).start()
+        assert probe is not None
+        if not probe.done.wait(wait):
+            return (
+                f"{self.backend.describe()} did not answer a health check within "
+                f"{time.monotonic() - probe.started:.1f} s"
+            )
+        return probe.problem
+
+    def _check(self, probe: _Probe) -> None:
+        try:
+            self.backend.ping()
+            self.registry.ping()
+        except PmanError as e:
+            probe.problem = e.message
+        except Exception as e:  # a health check must answer whatever happens
+            log.exception("health check failed")
+            probe.problem = f"health check failed: {e}"
+        probe.done.set()
+
     def delete(self, jid: str) -> None:
-        record = self.registry.active(jid)
+        record = self._visible(jid)
         if not self.settings.remove_jobs:
             log.info("job %s not deleted: REMOVE_JOBS=no", jid)
             return
@@ -150,7 +258,7 @@ class JobService:
         """Stop the job on the engine, keep its record and logs: CANCELLED
         ("cancelled") for good. A job that has finished already is left as it
         is (cancelling is idempotent)."""
-        record = self.registry.active(jid)
+        record = self._visible(jid)
         if record.state.finished:
             return record
         asked_at = now()
@@ -195,7 +303,7 @@ class JobService:
     ) -> Iterator[bytes]:
         """The job's logs as the engine keeps them, in chunks (see Backend.iter_logs).
         Raises before the first chunk for an unknown job or an unsupported option."""
-        self.registry.active(jid, with_labels=False)
+        self._visible(jid, with_labels=False)
         return self.backend.iter_logs(jid, tail=tail, since=since, follow=follow)
 
     def events(self, jid: str) -> tuple[JobRecord, list[Event]]:

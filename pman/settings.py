@@ -284,6 +284,21 @@ class Settings:
     #: the most jobs on the engine at once; more wait in pman's queue. 0 = no limit
     max_running: int = 0
 
+    # ---- availability: kinds of work kept apart (issue 13, pman.api.lanes) ----
+    #: threads per process for quick requests (polls, listing, health, login)
+    quick_threads: int = 4
+    #: requests per process that may be in an engine call at once (POST, DELETE,
+    #: cancel); more wait for a turn until PMAN_ENGINE_TIMEOUT, then 503
+    max_engine_calls: int = 8
+    #: log streams (GET .../logs/) open at once per process, and per client
+    #: (bearer token, or address without one) per process; beyond: 429 at once
+    max_log_streams: int = 100
+    max_log_streams_per_client: int = 20
+    #: seconds a log stream may pass no data before pman ends it
+    log_stream_idle_timeout: float = 300.0
+    #: seconds a request's body may take to arrive in full (408 after it)
+    body_timeout: float = 30.0
+
     # ---- SLURM backend (CONTAINER_ENV=slurm) ---------------------------------
     #: folder of each job's batch script, log and status files; pman and every
     #: compute node must see it at this path (a shared filesystem on a real
@@ -478,6 +493,16 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_workers=env.int("PMAN_MAX_WORKERS", 100, validate=Range(min=0)),
         read_only_rootfs=env.bool("PMAN_READ_ONLY_ROOTFS", False),
         max_running=env.int("PMAN_MAX_RUNNING", 0, validate=Range(min=0)),
+        quick_threads=env.int("PMAN_THREADS", 4, validate=Range(min=1, max=256)),
+        max_engine_calls=env.int("PMAN_MAX_ENGINE_CALLS", 8, validate=Range(min=1, max=1024)),
+        max_log_streams=env.int("PMAN_MAX_LOG_STREAMS", 100, validate=Range(min=0, max=10000)),
+        max_log_streams_per_client=env.int(
+            "PMAN_MAX_LOG_STREAMS_PER_CLIENT", 20, validate=Range(min=0, max=10000)
+        ),
+        log_stream_idle_timeout=env.float(
+            "PMAN_LOG_STREAM_IDLE_TIMEOUT", 300.0, validate=Range(min=1.0)
+        ),
+        body_timeout=env.float("PMAN_BODY_TIMEOUT", 30.0, validate=Range(min=0.1, max=3600)),
     )
     values["max_memory_limit"] = custom("PMAN_MAX_MEMORY_LIMIT", parse_mebibytes, 0)
     values["image_allowlist"] = custom("PMAN_IMAGE_ALLOWLIST", parse_image_allowlist, ())

@@ -40,7 +40,7 @@ from pman.backends.base import Backend, ChangeStream
 from pman.errors import BackendUnavailable, JobExists, JobNotFound, PmanError
 from pman.jobs import LABEL_AUID, LABEL_INSTANCE, LABEL_MANAGED, spec_from_record
 from pman.models import JobInfo, JobState
-from pman.registry import QUEUE_REASON, JobRecord, Registry
+from pman.registry import QUEUE_REASON, WITHDRAW_REASON, JobRecord, Registry
 from pman.settings import Settings
 from pman.storage import Storage
 from pman.telemetry import job_context
@@ -54,6 +54,11 @@ SUBMIT_GRACE_S = 30.0
 LOGS_CALLS_PER_S = 20.0
 #: while the engine's event stream is open, the tracker still looks this often
 WATCHED_POLL_S = 5.0
+#: how often a withdrawn submission's job is deleted from the engine again;
+#: its record goes after WITHDRAW_DELETES deletes the engine answered, so that
+#: a call the engine carries out late (after the first delete) is caught too
+WITHDRAW_EVERY_S = 2.0
+WITHDRAW_DELETES = 2
 
 
 class LeaderLock:
@@ -158,6 +163,8 @@ class CycleReport:
     reconciled: bool = False
     #: jobs started from pman's queue
     started: int = 0
+    #: withdrawn submissions removed from the engine and forgotten
+    withdrawn: int = 0
 
 
 class Tracker:
@@ -192,6 +199,9 @@ class Tracker:
         self.storage = storage
         self._wake = threading.Event()
         self._stop = threading.Event()
+        #: withdrawn submissions: the engine's answered deletes so far, by record id
+        self._withdraw_deletes: dict[int, int] = {}
+        self._last_withdraw = 0.0
         self._thread: threading.Thread | None = None
         self._logs_thread: threading.Thread | None = None
         self._watch_thread: threading.Thread | None = None
@@ -369,14 +379,17 @@ class Tracker:
             live = {info.name: info for info in self.backend.list_active()}
             report.engine_calls += 1
             for record in records:
-                if record.reason == QUEUE_REASON:
-                    continue  # not on the engine yet
+                if record.reason in (QUEUE_REASON, WITHDRAW_REASON):
+                    continue  # not on the engine yet; or no job any more
                 info = live.get(record.jid)
                 with job_context(record.jid):
                     self._follow(record, info, report, told=record.jid in told)
                 if info is not None and info.state is JobState.RUNNING:
                     running[record.id] = record.jid
         self._running = running
+        withdrawn = [r for r in records if r.reason == WITHDRAW_REASON]
+        if withdrawn and time.monotonic() - self._last_withdraw >= WITHDRAW_EVERY_S:
+            self._withdraw(withdrawn, report)
         if any(r.reason == QUEUE_REASON for r in records):
             self._start_queued(report)
         self.last_report = report
@@ -388,6 +401,23 @@ class Tracker:
             time.monotonic() - started,
         )
         return report
+
+    def _withdraw(self, records: list[JobRecord], report: CycleReport) -> None:
+        """Remove from the engine what it made of submissions answered 503, then
+        forget them (raises BackendUnavailable while the engine does not answer)."""
+        self._last_withdraw = time.monotonic()
+        for record in records:
+            with contextlib.suppress(JobNotFound):
+                self.backend.delete(record.jid)
+            report.engine_calls += 1
+            done = self._withdraw_deletes.get(record.id, 0) + 1
+            if done < WITHDRAW_DELETES:
+                self._withdraw_deletes[record.id] = done
+                continue
+            self._withdraw_deletes.pop(record.id, None)
+            self.registry.forget(record.id)
+            report.withdrawn += 1
+            log.info("tracker: withdrew %s (%s)", record.jid, record.message)
 
     def _follow(
         self, record: Any, live: JobInfo | None, report: CycleReport, told: bool = False

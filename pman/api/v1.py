@@ -20,6 +20,7 @@ from pman import models
 from pman.api import schemas
 from pman.api.context import runtime
 from pman.api.errors import error_response
+from pman.api.lanes import DEADLINE_KEY, LOG_STREAM_KEY
 from pman.api.openapi import openapi_document
 from pman.errors import InvalidJobSpec, JobNotFound, PmanError
 from pman.models import JobInfo, JobRequest, JobState
@@ -144,7 +145,9 @@ def submit_job() -> tuple[Response, int]:
         model = schemas.JobRequest.model_validate(body)
     except ValidationError as e:
         raise _validation_error(e) from None
-    done = runtime().service.submit(JobRequest(**model.model_dump()))
+    done = runtime().service.submit(
+        JobRequest(**model.model_dump()), deadline=request.environ.get(DEADLINE_KEY)
+    )
     return jsonify(job_body(done.record.info(), "")), 201 if done.created else 200
 
 
@@ -236,6 +239,8 @@ def job_logs(jid: str) -> Response:
     name = _job_name(jid)
     tail, since, follow = _logs_query()
     chunks = runtime().service.logs(name, tail=tail, since=since, follow=follow)
+    # the server ends it from outside when its client goes or it stays silent
+    request.environ[LOG_STREAM_KEY] = chunks
     resp = Response(_logged(name, chunks), content_type="text/plain; charset=utf-8")
     # proxies must pass a followed log on as it comes
     resp.headers["Cache-Control"] = "no-store"
@@ -344,13 +349,12 @@ def openapi() -> Response:
 
 @health.get("/health")
 def health_check() -> tuple[Response, int]:
-    """200 only when both the engine and the job registry answer."""
+    """200 only when both the engine and the job registry answer; an engine
+    that hangs is reported within a few seconds (JobService.health)."""
     backend = runtime().backend
-    try:
-        backend.ping()
-        runtime().service.registry.ping()
-    except PmanError as e:
-        body = schemas.Health(status="unavailable", backend=backend.describe(), message=e.message)
+    problem = runtime().service.health()
+    if problem is not None:
+        body = schemas.Health(status="unavailable", backend=backend.describe(), message=problem)
         return jsonify(body.model_dump()), 503
     body = schemas.Health(status="ok", backend=backend.describe(), message="the backend answers")
     return jsonify(body.model_dump()), 200

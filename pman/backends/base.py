@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from pman.errors import InvalidJobSpec, JobNotFound, UnsupportedOption
 from pman.models import JobInfo, JobSpec, JobState
@@ -49,20 +51,73 @@ DEFAULT_FULL_LOG_LINES = 100_000
 LOG_CHUNK = 64 * 1024
 
 
+class LogStream:
+    """A job's log as an iterator of chunks that another thread may end at once.
+
+    A followed log blocks in the engine's read for as long as the job is
+    silent; ``abort`` (from any thread) makes that read return, after which
+    the iterator simply ends: an aborted stream is a finished one, not an
+    error. The server aborts streams whose client went away or that passed no
+    data for too long (pman.api.lanes).
+    """
+
+    def __init__(self, chunks: Iterator[bytes], on_abort: Callable[[], None] | None = None) -> None:
+        self._chunks = chunks
+        self._on_abort = on_abort
+        self.aborted = threading.Event()
+
+    def __iter__(self) -> LogStream:
+        return self
+
+    def __next__(self) -> bytes:
+        if self.aborted.is_set():
+            raise StopIteration
+        try:
+            return next(self._chunks)
+        except StopIteration:
+            raise
+        except Exception:
+            if self.aborted.is_set():
+                raise StopIteration from None  # the read we broke on purpose
+            raise
+
+    def abort(self) -> None:
+        if self.aborted.is_set():
+            return
+        self.aborted.set()
+        if self._on_abort is not None:
+            self._on_abort()
+
+    def close(self) -> None:
+        """Release the engine's stream (from the thread that iterates)."""
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+
+
+def shutdown_response(response: Any) -> None:
+    """Make a read blocked on an HTTP response (urllib3's, as requests and the
+    kubernetes client use) return now, from another thread."""
+    raw = getattr(response, "raw", response)
+    with contextlib.suppress(Exception):
+        raw.shutdown()
+
+
 def read_file_chunks(
     path: Path,
     tail: int | None = None,
     follow_until: Callable[[], bool] | None = None,
     poll: float = 0.2,
     chunk: int = LOG_CHUNK,
+    stop: threading.Event | None = None,
 ) -> Iterator[bytes]:
     """A log file in chunks of at most ``chunk`` bytes: all of it, or from the
     start of its last ``tail`` lines (found by reading backwards from the end).
 
     With ``follow_until`` (a function that is True once the writer has ended)
     it keeps reading what is appended, every ``poll`` seconds, and stops after
-    the first read that finds nothing new once the writer has ended. A missing
-    file is an empty log (the job has not written yet).
+    the first read that finds nothing new once the writer has ended, or once
+    ``stop`` is set. A missing file is an empty log (the job has not written yet).
     """
     offset = 0 if tail is None else tail_offset(path, tail)
     while True:
@@ -79,7 +134,10 @@ def read_file_chunks(
                     yield data
         if ended:
             return
-        time.sleep(poll)
+        if stop is None:
+            time.sleep(poll)
+        elif stop.wait(poll):
+            return
 
 
 def tail_offset(path: Path, n: int, block: int = LOG_CHUNK) -> int:
@@ -206,7 +264,11 @@ class Backend(ABC):
             except JobNotFound:
                 return True  # deleted meanwhile
 
-        return read_file_chunks(path, tail, ended if follow else None, poll=poll)
+        stop = threading.Event()
+        return LogStream(
+            read_file_chunks(path, tail, ended if follow else None, poll=poll, stop=stop),
+            on_abort=stop.set,
+        )
 
     def cancel(self, name: str) -> None:
         """Stop the job's work but keep what holds its logs and its final state.

@@ -22,7 +22,13 @@ import requests.exceptions
 from docker.types import DeviceRequest
 from docker.utils import kwargs_from_env, parse_repository_tag
 
-from pman.backends.base import LOG_CHUNK, Backend, ChangeStream
+from pman.backends.base import (
+    LOG_CHUNK,
+    Backend,
+    ChangeStream,
+    LogStream,
+    shutdown_response,
+)
 from pman.errors import (
     BackendError,
     BackendUnavailable,
@@ -649,7 +655,10 @@ class DockerBackend(Backend):
             raise JobNotFound(f"no job named {name!r} on the {self.engine}") from e
         except Exception as e:
             self._raise(e, f"reading the logs of {name!r}")
-        return self._frames(res, name, until_ended=follow and kind == "services")
+        return LogStream(
+            self._frames(res, name, until_ended=follow and kind == "services"),
+            on_abort=lambda: shutdown_response(res),
+        )
 
     def _frames(self, res: Any, name: str, until_ended: bool = False) -> Iterator[bytes]:
         """The demultiplexed body of a logs response. ``until_ended``: the engine

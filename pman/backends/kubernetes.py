@@ -19,7 +19,7 @@ import json
 import logging
 import math
 import re
-import time
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, NoReturn
@@ -31,7 +31,14 @@ import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from pman.backends.base import LOG_CHUNK, Backend, ChangeStream, Outcome
+from pman.backends.base import (
+    LOG_CHUNK,
+    Backend,
+    ChangeStream,
+    LogStream,
+    Outcome,
+    shutdown_response,
+)
 from pman.errors import (
     BackendError,
     BackendUnavailable,
@@ -784,10 +791,25 @@ class KubernetesBackend(Backend):
         if since is not None:
             seconds = (datetime.now(UTC) - since).total_seconds()
             kwargs["since_seconds"] = max(1, math.ceil(seconds))
-        return self._worker_logs(name, workers, follow, kwargs)
+        stop = threading.Event()
+        #: the pod log being read, which an abort interrupts
+        reading: list[urllib3.HTTPResponse] = []
+
+        def abort() -> None:
+            stop.set()
+            for response in list(reading):
+                shutdown_response(response)
+
+        return LogStream(self._worker_logs(name, workers, follow, kwargs, stop, reading), abort)
 
     def _worker_logs(
-        self, name: str, workers: int, follow: bool, kwargs: dict[str, Any]
+        self,
+        name: str,
+        workers: int,
+        follow: bool,
+        kwargs: dict[str, Any],
+        stop: threading.Event,
+        reading: list[urllib3.HTTPResponse],
     ) -> Iterator[bytes]:
         for i in range(1, workers + 1) if workers > 1 else [None]:
             pod = None
@@ -806,13 +828,17 @@ class KubernetesBackend(Backend):
                     ).state.finished
                 ):
                     break
-                time.sleep(FOLLOW_POLL_S)
+                if stop.wait(FOLLOW_POLL_S):
+                    return
             if pod is None:
                 continue
             prefix = f"[worker {i}] ".encode() if i is not None else b""
-            response = self._open_pod_log(pod["metadata"]["name"], follow, kwargs)
+            response = self._open_pod_log(pod["metadata"]["name"], follow, kwargs, stop)
             if response is None:
                 continue
+            reading[:] = [response]
+            if stop.is_set():  # aborted while it was being opened
+                shutdown_response(response)
             try:
                 pending = b""
                 for data in response.stream(LOG_CHUNK, decode_content=True):
@@ -835,7 +861,7 @@ class KubernetesBackend(Backend):
                 response.close()
 
     def _open_pod_log(
-        self, pod: str, follow: bool, kwargs: dict[str, Any]
+        self, pod: str, follow: bool, kwargs: dict[str, Any], stop: threading.Event
     ) -> urllib3.HTTPResponse | None:
         """The pod's log response, unread; None for a pod with no log (yet)."""
         while True:
@@ -852,7 +878,8 @@ class KubernetesBackend(Backend):
                 )
             except ApiException as e:
                 if e.status == 400 and follow:  # "waiting to start": it will
-                    time.sleep(FOLLOW_POLL_S)
+                    if stop.wait(FOLLOW_POLL_S):
+                        return None
                     continue
                 if e.status in (400, 404):
                     return None  # not started yet, or gone
