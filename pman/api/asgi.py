@@ -189,7 +189,9 @@ class LanedASGI:
         self.streams.attach(sid, getattr(environ.get(LOG_STREAM_KEY), "abort", None))
 
         def push(message: dict[str, Any]) -> None:
-            asyncio.run_coroutine_threadsafe(send(message), loop).result()
+            # send is called on the loop's thread (the server's own send may
+            # not be called from another)
+            asyncio.run_coroutine_threadsafe(_sent(send, message), loop).result()
 
         try:
             push(
@@ -199,6 +201,9 @@ class LanedASGI:
                     "headers": _encode_headers(headers),
                 }
             )
+            # granian sends the status line with the first body message: a
+            # client of a silent job must not wait for the job's first line
+            push({"type": "http.response.body", "body": b"", "more_body": True})
             for chunk in body:
                 if chunk:
                     self.streams.touch(sid)
@@ -364,6 +369,10 @@ async def _send_error(send: Send, status: int, message: str, close: bool = False
         headers.append(("Connection", "close"))
     log.warning("refused a request with %d: %s [request_id=%s]", status, message, request_id)
     await _send_response(send, (status, headers, body))
+
+
+async def _sent(send: Send, message: dict[str, Any]) -> None:
+    await send(message)
 
 
 async def _disconnected(receive: Receive) -> None:
