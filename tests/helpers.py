@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import IO, Any
 
 
@@ -61,12 +63,14 @@ def start_server(
     timeout: float = 30,
     stdout: IO[str] | None = None,
     new_session: bool = False,
+    stderr_copy: Path | None = None,
 ) -> tuple[subprocess.Popen[str], str, set[int]]:
     """Start an HTTP server of pman's (``pman serve`` or gunicorn) bound to port 0:
     returns the process, its URL and its workers' pids once every worker is ready.
     Its stderr is read to the end in the background, so it never blocks on a
     full pipe; its stdout (the access log) goes to ``stdout``, else is inherited.
-    ``new_session``: in a process group of its own, for os.killpg."""
+    ``new_session``: in a process group of its own, for os.killpg.
+    ``stderr_copy``: a file that gets the server's stderr, to read after a failure."""
     proc = subprocess.Popen(
         argv,
         env=env,
@@ -76,6 +80,7 @@ def start_server(
         start_new_session=new_session,
     )
     assert proc.stderr is not None
+    copy = open(stderr_copy, "a") if stderr_copy is not None else None  # noqa: SIM115
     url = ""
     ready: set[int] = set()
     deadline = time.monotonic() + timeout
@@ -83,6 +88,9 @@ def start_server(
         line = proc.stderr.readline()
         if not line and proc.poll() is not None:
             break
+        if copy is not None:
+            copy.write(line)
+            copy.flush()
         line = log_text(line)
         if m := re.search(r"Listening at: (http://\S+)", line):
             url = m.group(1)
@@ -92,10 +100,23 @@ def start_server(
     if not url or len(ready) < workers:
         proc.kill()
         raise AssertionError(f"{argv[0]} did not start: url={url!r}, workers ready={ready}")
-    threading.Thread(target=_drain, args=(proc.stderr,), daemon=True).start()
+    threading.Thread(target=_drain, args=(proc.stderr, copy), daemon=True).start()
+    # a worker says it started a moment before its socket takes connections
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    while True:
+        try:
+            socket.create_connection((host, int(port)), timeout=5).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise AssertionError(f"{argv[0]} never took a connection at {url}") from None
+            time.sleep(0.05)
     return proc, url, ready
 
 
-def _drain(stream: IO[str]) -> None:
-    for _ in stream:
-        pass
+def _drain(stream: IO[str], copy: IO[str] | None) -> None:
+    for line in stream:
+        if copy is not None:
+            copy.write(line)
+            copy.flush()

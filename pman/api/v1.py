@@ -224,6 +224,9 @@ def _logged(jid: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
     response abruptly (no final chunk), so the client knows it is incomplete.
     Closing this generator (the client went away) closes the engine's stream."""
     try:
+        # an empty first chunk makes WSGI servers that wait for body data
+        # (gunicorn) send the status line at once, before a silent job writes
+        yield b""
         yield from chunks
     except PmanError as e:
         log.error("job %s: the log stream failed: %s", jid, e.message)
