@@ -11,7 +11,8 @@
 #                              a Swarm stack, tested over HTTP)
 #   bash scripts/dev.sh bench  the same set-up plus Debian's wrk, then the load
 #                              benchmark (bench/load.py; its arguments follow);
-#                              `bench slurm [args]` runs bench/slurm.py instead
+#                              `bench slurm [args]` runs bench/slurm.py instead,
+#                              `bench availability [args]` bench/availability.py
 #
 # Both are idempotent: what is installed or running already is left alone.
 set -euo pipefail
@@ -100,6 +101,9 @@ cmd_bench() {
   if [ "${1:-}" = slurm ]; then
     shift
     "$VENV/bin/python" bench/slurm.py "$@"   # the SLURM benchmark
+  elif [ "${1:-}" = availability ]; then
+    shift
+    "$VENV/bin/python" bench/availability.py "$@"   # polls under streams, slow bodies, a stalled engine
   else
     "$VENV/bin/python" bench/load.py "$@"
   fi

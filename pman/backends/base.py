@@ -49,6 +49,8 @@ class ChangeStream(Protocol):
 DEFAULT_FULL_LOG_LINES = 100_000
 #: bytes per read of a log file or an engine's log stream
 LOG_CHUNK = 64 * 1024
+#: a followed log file's job is asked at most this often whether it has ended
+FOLLOW_CHECK_S = 1.0
 
 
 class LogStream:
@@ -120,8 +122,16 @@ def read_file_chunks(
     ``stop`` is set. A missing file is an empty log (the job has not written yet).
     """
     offset = 0 if tail is None else tail_offset(path, tail)
+    # asking whether the writer ended costs more than a read (the engine's
+    # state): at most once a FOLLOW_CHECK_S, however short ``poll`` is
+    checked = 0.0
     while True:
-        ended = follow_until() if follow_until is not None else True
+        ended = True
+        if follow_until is not None:
+            ended = False
+            if time.monotonic() - checked >= FOLLOW_CHECK_S:
+                checked = time.monotonic()
+                ended = follow_until()
         try:
             f = open(path, "rb")  # noqa: SIM115 - closed below
         except FileNotFoundError:
