@@ -25,7 +25,9 @@ import asyncio
 import contextlib
 import io
 import logging
+import signal
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -239,10 +241,32 @@ class LanedASGI:
             if not message.get("more_body", False):
                 return b"".join(parts)
 
+    def _end_streams_on_shutdown(self) -> None:
+        """On SIGTERM or SIGINT, end the open log streams: the server waits for
+        every open response before it stops, and a silent job's might never end.
+
+        The server's own handlers stay: this one runs beside them (Python-level
+        handlers do not replace the event loop's wake-up on a signal, through
+        which the server learns of it)."""
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous = signal.getsignal(signum)
+
+            def on_signal(sig: int, frame: Any, previous: Any = previous) -> None:
+                # not here: the handler may interrupt a holder of the streams' lock
+                threading.Thread(target=self.streams.abort_all, daemon=True).start()
+                if callable(previous):
+                    previous(sig, frame)
+
+            signal.signal(signum, on_signal)
+
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                self._end_streams_on_shutdown()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 for pool in (self.quick, self.engine, self.stream_pool):

@@ -169,6 +169,14 @@ class StreamLimiter:
         if abort is not None:
             _call_abort(abort)
 
+    def abort_all(self) -> None:
+        """End every stream's engine side (the server is shutting down: it
+        waits for open responses, and a silent job's would never end)."""
+        with self._lock:
+            aborts = [s.abort for s in self._streams.values() if s.abort is not None]
+        for abort in aborts:
+            _call_abort(abort)
+
     @property
     def open_count(self) -> int:
         return len(self._streams)

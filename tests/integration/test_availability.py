@@ -51,6 +51,7 @@ class Served:
         self.storebase = storebase
         self.proc = proc
         self.http = _session()
+        self.jids: list[str] = []
 
     def submit(self, script: str, **overrides: Any) -> dict[str, Any]:
         body = job_body(
@@ -59,6 +60,7 @@ class Served:
             output_dir=f"key-1/out-{uuid.uuid4().hex[:8]}",
             **overrides,
         )
+        self.jids.append(body["jid"])
         resp = self.http.post(f"{self.url}/api/v1/", json=body, timeout=60)
         assert resp.status_code == 201, resp.text
         return body
@@ -85,7 +87,7 @@ class Served:
 def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
     """serve(gunicorn=False, **ENV) -> a pman served as deployed, 1 worker
     (``pman serve``, or gunicorn's gthread worker)."""
-    procs: list[subprocess.Popen[str]] = []
+    served: list[Served] = []
 
     def start(gunicorn: bool = False, **extra: str) -> Served:
         storebase = tmp_path / f"storebase-{uuid.uuid4().hex[:6]}"
@@ -116,17 +118,23 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
             ]
         else:
             argv = [str(bin_dir / "pman"), "serve", "--port", "0", "--workers", "1"]
-        proc, url, _ = start_server(argv, env, 1, stderr_copy=tmp_path / "server.log")
-        procs.append(proc)
-        return Served(url, storebase, proc)
+        proc, url, _ = start_server(
+            argv, env, 1, new_session=True, stderr_copy=tmp_path / "server.log"
+        )
+        served.append(Served(url, storebase, proc))
+        return served[-1]
 
     yield start
-    for proc in procs:
-        proc.send_signal(signal.SIGTERM)
+    for pman in served:
+        for jid in pman.jids:  # no job outlives its test
+            with contextlib.suppress(requests.RequestException):
+                pman.http.delete(f"{pman.url}/api/v1/{jid}/", timeout=30)
+        pman.proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=30)
+            pman.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(pman.proc.pid, signal.SIGKILL)  # its workers and tracker too
+            pman.proc.wait()
 
 
 pytestmark = pytest.mark.local
