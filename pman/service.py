@@ -108,9 +108,9 @@ class JobService:
         except JobExists as e:
             if e.existing is not None and e.existing.reason == WITHDRAW_REASON:
                 raise BackendUnavailable(
-                    f"an earlier submission of job {spec.name!r} was refused (the engine did "
-                    "not answer in time) and pman is still removing what the engine may have "
-                    "made of it; try again in a few seconds"
+                    f"an earlier submission of job {spec.name!r} was answered 503 and is being "
+                    "withdrawn: pman removes what the engine may have made of it; try again "
+                    "in a few seconds"
                 ) from e
             if e.existing is not None and e.existing.fingerprint == spec.fingerprint:
                 return Submitted(self.registry.active(spec.name), created=False)

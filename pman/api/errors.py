@@ -7,6 +7,7 @@ import logging
 from flask import Flask, Response, current_app, jsonify
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from pman.api.lanes import RETRY_AFTER_S
 from pman.errors import (
     BackendError,
     BackendUnavailable,
@@ -50,7 +51,11 @@ def register_error_handlers(app: Flask) -> None:
         status = status_for(e)
         if status >= 500:
             log.error("%s: %s", type(e).__name__, e.message)
-        return error_response(status, e.message, e.fields)
+        resp = error_response(status, e.message, e.fields)
+        if status == 503:
+            # the engine or the registry may answer again soon: nothing was done
+            resp.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return resp
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(e: RequestEntityTooLarge) -> Response:
