@@ -415,9 +415,26 @@ class Tracker:
                 self._withdraw_deletes[record.id] = done
                 continue
             self._withdraw_deletes.pop(record.id, None)
+            self._remove_empty_output(record)
             self.registry.forget(record.id)
             report.withdrawn += 1
             log.info("tracker: withdrew %s (%s)", record.jid, record.message)
+
+    def _remove_empty_output(self, record: JobRecord) -> None:
+        """An engine that created a withdrawn job late may have made its output
+        folder (Docker makes a missing bind source): remove it if empty."""
+        if self.storage is None:
+            return
+        try:
+            data, _, _ = self.registry.queued_spec(record.id)
+            output = self.storage.resolve(
+                data["mounts"]["input_dir"], data["mounts"]["output_dir"]
+            ).output_host
+        except (PmanError, KeyError, TypeError):
+            return
+        if output is not None:
+            with contextlib.suppress(OSError):
+                output.rmdir()  # only if empty: never a folder with data in it
 
     def _follow(
         self, record: Any, live: JobInfo | None, report: CycleReport, told: bool = False
