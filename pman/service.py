@@ -158,15 +158,17 @@ class JobService:
         return Submitted(self.registry.get(record.id), created=True)
 
     def _undo_late_submit(self, jid: str, job_id: int, created: Path | None) -> NoReturn:
-        """The engine made the job after its client was answered 503: remove it."""
-        self.storage.undo_output(created)
+        """The engine made the job after its client was answered 503: remove it,
+        then the output folder made for it (the job may have written there)."""
         timeout = self.settings.engine_timeout
         try:
             self.backend.delete(jid)
         except PmanError as e:
+            self.storage.undo_output(created)
             self.registry.withdraw(job_id, f"withdrawn: answered too late; {e.message}")
             self.tracker.wake()
         else:
+            self.storage.discard_output(created)
             self.registry.forget(job_id)
         log.warning("job %s: the engine made it after its POST was answered 503; removed", jid)
         raise BackendUnavailable(

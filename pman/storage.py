@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
+import shutil
 from pathlib import Path
 
 from pman.errors import BackendError, InvalidJobSpec
@@ -151,3 +152,11 @@ class Storage:
                 folder.rmdir()
         with contextlib.suppress(OSError):
             created.rmdir()
+
+    @staticmethod
+    def discard_output(created: Path | None) -> None:
+        """Remove the folders ``prepare_output`` created with everything in them:
+        for a job that ran after its client was told it was refused (what it
+        wrote there is no output anybody asked for)."""
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)

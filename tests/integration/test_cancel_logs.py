@@ -175,7 +175,8 @@ def test_a_client_that_goes_away_ends_the_stream(pman: Pman) -> None:
         # the next chunk pman writes fails: the generator and the engine stream are closed
         assert closed.wait(30), "the log stream outlived its client"
         # the backend's own generator ran its cleanup (the engine's response is closed)
-        assert engine_streams[0].gi_frame is None
+        inner = getattr(engine_streams[0], "_chunks", engine_streams[0])  # in its LogStream
+        assert inner.gi_frame is None
     finally:
         backend.iter_logs = real  # type: ignore[method-assign]
     pman.wait(jid, until=("started",))  # the job itself goes on
