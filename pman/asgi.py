@@ -1,5 +1,5 @@
-"""ASGI entry point, what ``pman serve`` runs: ``pman.asgi:application``
-(also for any ASGI server, e.g. ``gunicorn -k uvicorn.workers.UvicornWorker``)."""
+"""ASGI entry point, what ``pman serve`` runs under granian: ``pman.asgi:application``
+(see pman.api.asgi; other ASGI servers are not tested)."""
 
 from pman.__main__ import configure_logging
 from pman.app import create_asgi_app

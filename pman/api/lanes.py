@@ -254,9 +254,15 @@ class LaneMiddleware:
             return _refuse(start_response, 503, engine_busy_message(self.engine_timeout))
         try:
             environ[DEADLINE_KEY] = deadline
-            # the body is small and complete: the response can be made in full
-            # here, and the slot freed with it
-            return list(self.app(environ, start_response))
+            # the body is small: the response is made in full here, and the
+            # slot freed with it
+            body = self.app(environ, start_response)
+            try:
+                return [b"".join(body)]
+            finally:
+                close = getattr(body, "close", None)
+                if close is not None:
+                    close()
         finally:
             self.engine_slots.release()
 
