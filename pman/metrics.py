@@ -89,6 +89,19 @@ TRACKER_VISIBILITY_LAG = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
 )
 
+REFUSED = Counter(
+    "pman_refused_requests",
+    "Requests the server answered before the application saw them, by lane and status: "
+    "408 body too slow, 429 log streams over their cap, 503 engine lane full or past "
+    "PMAN_ENGINE_TIMEOUT",
+    ["lane", "code"],
+)
+LOG_STREAMS = Gauge(
+    "pman_log_streams_open",
+    "Log streams being served, per process (summed over processes when scraped)",
+    multiprocess_mode="livesum",
+)
+
 #: the operations InstrumentedBackend times: every method that reaches the engine
 ENGINE_OPERATIONS = (
     "submit",
@@ -223,6 +236,14 @@ def tracker_cycle(result: str) -> None:
     TRACKER_CYCLES.labels(result).inc()
     if result == "ok":
         TRACKER_LAST_CYCLE.set(time.time())
+
+
+def refused(lane: str, code: int) -> None:
+    REFUSED.labels(lane, str(code)).inc()
+
+
+def log_streams(open_now: int) -> None:
+    LOG_STREAMS.set(open_now)
 
 
 def visibility_lag(seconds: float) -> None:

@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from pman import metrics
 from pman.api.lanes import (
     DEADLINE_KEY,
     LOG_STREAM_KEY,
@@ -100,6 +101,7 @@ class LanedASGI:
         except TimeoutError:
             await _send_error(
                 send,
+                lane,
                 408,
                 f"the request body did not arrive within {self.body_timeout:g} s "
                 "(PMAN_BODY_TIMEOUT)",
@@ -127,13 +129,13 @@ class LanedASGI:
             self._engine_slots = asyncio.Semaphore(self.engine_slots_total)
         slots = self._engine_slots
         if slots.locked() and self._engine_waiting >= self.engine_waiters_max:
-            await _send_error(send, 503, engine_busy_message(self.engine_timeout))
+            await _send_error(send, Lane.ENGINE, 503, engine_busy_message(self.engine_timeout))
             return
         self._engine_waiting += 1
         try:
             await asyncio.wait_for(slots.acquire(), max(0.0, deadline.remaining()))
         except TimeoutError:
-            await _send_error(send, 503, engine_busy_message(self.engine_timeout))
+            await _send_error(send, Lane.ENGINE, 503, engine_busy_message(self.engine_timeout))
             return
         finally:
             self._engine_waiting -= 1
@@ -148,6 +150,7 @@ class LanedASGI:
                 work.add_done_callback(_log_late_failure)
                 await _send_error(
                     send,
+                    Lane.ENGINE,
                     503,
                     f"the engine did not answer within {self.engine_timeout:g} s "
                     "(PMAN_ENGINE_TIMEOUT); whatever it does for this request later is undone",
@@ -162,8 +165,9 @@ class LanedASGI:
         client = client_key(environ.get("HTTP_AUTHORIZATION"), environ.get("REMOTE_ADDR"))
         sid = self.streams.open(client)
         if isinstance(sid, str):
-            await _send_error(send, 429, sid)
+            await _send_error(send, Lane.STREAM, 429, sid)
             return
+        metrics.log_streams(self.streams.open_count)
         loop = asyncio.get_running_loop()
         try:
             pump = loop.run_in_executor(self.stream_pool, self._pump, environ, sid, send, loop)
@@ -180,6 +184,7 @@ class LanedASGI:
                 pump.result()
         finally:
             self.streams.close(sid)
+            metrics.log_streams(self.streams.open_count)
 
     def _pump(
         self, environ: dict[str, Any], sid: int, send: Send, loop: asyncio.AbstractEventLoop
@@ -377,9 +382,12 @@ async def _send_response(send: Send, response: Response) -> None:
     await send({"type": "http.response.body", "body": data, "more_body": False})
 
 
-async def _send_error(send: Send, status: int, message: str, close: bool = False) -> None:
+async def _send_error(
+    send: Send, lane: Lane, status: int, message: str, close: bool = False
+) -> None:
     """A refusal made before the application saw the request: JSON like the
     application's own errors, with a request id and Retry-After."""
+    metrics.refused(lane.value, status)
     body = json_error(status, message)
     request_id = uuid.uuid4().hex
     headers = [

@@ -163,6 +163,9 @@ def test_open_streams_do_not_stop_polls_and_one_more_is_refused_at_once(
     assert full.status_code == 429
     assert "PMAN_MAX_LOG_STREAMS" in full.json()["message"]
 
+    scrape = pman.http.get(f"{pman.url}/metrics", timeout=10).text
+    assert 'pman_refused_requests_total{code="429",lane="stream"} 2.0' in scrape
+    assert "pman_log_streams_open 16.0" in scrape
     # every stream thread is taken, and polls, listing and health still answer
     for _ in range(20):
         poll = pman.http.get(f"{pman.url}/api/v1/{done['jid']}/", timeout=10)
