@@ -94,7 +94,6 @@ class LanedASGI:
             return
         if scope["type"] != "http":
             return  # no websockets here
-        arrived = time.monotonic()
         lane = lane_of(scope["method"], scope["path"])
         try:
             body = await asyncio.wait_for(self._read_body(scope, receive), self.body_timeout)
@@ -117,7 +116,9 @@ class LanedASGI:
             )
             await _send_response(send, response)
         elif lane is Lane.ENGINE:
-            await self._engine_request(environ, send, Deadline(arrived + self.engine_timeout))
+            # from the request's arrival in full (its body has a deadline of its own)
+            deadline = Deadline(time.monotonic() + self.engine_timeout)
+            await self._engine_request(environ, send, deadline)
         else:
             await self._stream_request(scope, environ, receive, send)
 

@@ -89,6 +89,8 @@ class _Stream:
     last_data: float
     abort: Callable[[], None] | None = None
     ended_idle: bool = False
+    #: ended before its engine side was attached: end that too, once it is
+    aborted: bool = False
 
 
 @dataclass
@@ -142,8 +144,12 @@ class StreamLimiter:
         """What ends the stream's engine side (the log stream's ``abort``)."""
         with self._lock:
             stream = self._streams.get(sid)
-            if stream is not None:
-                stream.abort = abort
+            if stream is None:
+                return
+            stream.abort = abort
+            too_late = stream.aborted
+        if too_late and abort is not None:
+            _call_abort(abort)
 
     def touch(self, sid: int) -> None:
         stream = self._streams.get(sid)
@@ -162,9 +168,12 @@ class StreamLimiter:
                 del self._per_client[stream.client]
 
     def abort(self, sid: int) -> None:
-        """End the stream's engine side now (its client went away)."""
+        """End the stream's engine side now (its client went away), or as soon
+        as it is attached."""
         with self._lock:
             stream = self._streams.get(sid)
+            if stream is not None:
+                stream.aborted = True
             abort = stream.abort if stream is not None else None
         if abort is not None:
             _call_abort(abort)

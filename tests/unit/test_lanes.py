@@ -201,3 +201,13 @@ def test_health_waits_for_no_engine_that_hangs(client: FlaskClient, fake: FakeBa
     while service.health(wait=1) is not None:
         assert time.monotonic() < deadline
     assert client.get("/health").status_code == 200
+
+
+def test_a_stream_ended_before_its_engine_side_is_attached_ends_that_too() -> None:
+    limiter = StreamLimiter(max_streams=4, max_per_client=4, idle_timeout=60)
+    sid = limiter.open("a")
+    assert isinstance(sid, int)
+    limiter.abort(sid)  # the client went away while the application was called
+    ended = threading.Event()
+    limiter.attach(sid, ended.set)
+    assert ended.is_set()
