@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import io
 import logging
+import re
 import signal
 import sys
 import threading
@@ -60,6 +61,7 @@ Response = tuple[int, list[tuple[str, str]], bytes]
 #: requests that may wait for an engine slot, per slot; more are 503 at once
 #: (each holds its body, up to PMAN_MAX_REQUEST_BYTES, while it waits)
 ENGINE_WAITERS_PER_SLOT = 4
+_POLL = re.compile(r"/api/v1/[^/]+/?")
 
 
 class _Disconnected(Exception):
@@ -84,6 +86,7 @@ class LanedASGI:
             max(1, settings.max_log_streams), thread_name_prefix="pman-stream"
         )
         self.streams = StreamLimiter.from_settings(settings)
+        self.inline_polls = settings.database_url.startswith("sqlite") or not settings.database_url
         # made on first use, in the server's event loop
         self._engine_slots: asyncio.Semaphore | None = None
         self._engine_waiting = 0
@@ -96,7 +99,8 @@ class LanedASGI:
             return  # no websockets here
         lane = lane_of(scope["method"], scope["path"])
         try:
-            body = await asyncio.wait_for(self._read_body(scope, receive), self.body_timeout)
+            async with asyncio.timeout(self.body_timeout):
+                body = await self._read_body(scope, receive)
         except TimeoutError:
             await _send_error(
                 send,
@@ -111,9 +115,12 @@ class LanedASGI:
             return
         environ = _environ(scope, body)
         if lane is Lane.QUICK:
-            response = await asyncio.get_running_loop().run_in_executor(
-                self.quick, _complete, self.app, environ
-            )
+            if self.inline_polls and scope["method"] == "GET" and _POLL.fullmatch(scope["path"]):
+                response = _complete(self.app, environ)
+            else:
+                response = await asyncio.get_running_loop().run_in_executor(
+                    self.quick, _complete, self.app, environ
+                )
             await _send_response(send, response)
         elif lane is Lane.ENGINE:
             # from the request's arrival in full (its body has a deadline of its own)
