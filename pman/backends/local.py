@@ -164,14 +164,16 @@ class LocalBackend(Backend):
         except ValueError as e:
             problems["PMAN_LOCAL_USER"] = str(e)
         forbidden = _private_paths(settings.storebase, settings.data_dir)
+        unusable = []
         for path in settings.local_read_only_paths:
-            clash = next((what for p, what in forbidden if _overlap(str(path), p)), None)
+            real = os.path.realpath(path)
+            clash = next((what for p, what in forbidden if _overlap(real, p)), None)
             if not path.exists():
-                problems["PMAN_LOCAL_READ_ONLY_PATHS"] = f"{path} does not exist"
+                unusable.append(f"{path} does not exist")
             elif clash:
-                problems["PMAN_LOCAL_READ_ONLY_PATHS"] = (
-                    f"{path} overlaps {clash}: jobs would see other jobs' data or pman's own"
-                )
+                unusable.append(f"{path} overlaps {clash} (jobs would see data not theirs)")
+        if unusable:
+            problems["PMAN_LOCAL_READ_ONLY_PATHS"] = "; ".join(unusable)
         if problems or user is None:
             lines = "\n".join(f"  {k}: {v}" for k, v in sorted(problems.items()))
             raise ConfigError(f"invalid configuration:\n{lines}", fields=problems)
