@@ -38,8 +38,9 @@ def _now() -> str:
 
 
 def _status(fd: int, timeout: float = 5.0) -> list[dict[str, Any]]:
-    """bwrap's JSON status lines (``--json-status-fd``): ``child-pid`` once the
-    sandbox is set up and the command starts, ``exit-code`` when it ends."""
+    """bwrap's JSON status lines (``--json-status-fd``): ``child-pid`` once it
+    has made the sandbox's first process, ``exit-code`` when the command it
+    started (set-up done, program executed) has ended."""
     data = b""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -123,13 +124,15 @@ def supervise(jobdir: Path) -> int:
         result["exit_code"] = 128 - returncode
     else:
         result["exit_code"] = returncode
-    if returncode >= 0 and not any("child-pid" in s for s in status):
-        # bwrap said why in the job's log; its exit code is not the job's
-        result["error"] = (
-            f"could not set up its sandbox (bwrap exit code {returncode}; see the log)"
-        )
-    elif oom and returncode != 0:
+    if oom and returncode != 0:
         result["oom"] = True
+    elif returncode >= 0 and not any("exit-code" in s for s in status):
+        # bwrap reports an exit code only for a command it started: it said
+        # in the job's log why it did not, and its own exit code is not the job's
+        result["error"] = (
+            f"its sandbox could not be set up or its program not started (bwrap exit code "
+            f"{returncode}; see the job's log)"
+        )
     write_json(jobdir / "result.json", result)
     return 0
 

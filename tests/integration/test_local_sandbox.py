@@ -302,6 +302,35 @@ def test_a_program_outside_the_system_folders_is_shown_alone(
     assert "NEXT-TO-THE-PROGRAM" not in done["logs"]
 
 
+def test_read_only_paths_show_a_programs_interpreter(
+    make_pman: Callable[..., Pman], tmp_path: Path
+) -> None:
+    """A program whose interpreter the sandbox does not show cannot start: a
+    system error saying so. PMAN_LOCAL_READ_ONLY_PATHS shows it."""
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    interpreter = tools / "interp"
+    interpreter.write_text('#!/bin/sh\necho "interpreted by $0: $1"\n')
+    program = tools / "plugin"
+    program.write_text(f"#!{interpreter}\n")
+    for f in (interpreter, program):
+        f.chmod(0o755)
+    bare = make_pman("local")
+    body = bare.body(entrypoint=[str(program)], args=[], type="fs")
+    assert bare.post(body).status_code == 201
+    done = bare.wait(body["jid"])
+    assert done["status"] == "finishedWithError", done
+    assert "its program not started" in done["message"], done
+    assert "No such file or directory" in done["logs"], done["logs"]
+
+    shown = make_pman("local", PMAN_LOCAL_READ_ONLY_PATHS=str(tools))
+    body = shown.body(entrypoint=[str(program)], args=[], type="fs")
+    assert shown.post(body).status_code == 201
+    done = shown.wait(body["jid"])
+    assert done["status"] == "finishedSuccessfully", done
+    assert f"interpreted by {interpreter}: {program}" in done["logs"], done["logs"]
+
+
 def _python_for(uid: int) -> tuple[str, dict[str, str]] | None:
     """A Python that user ``uid`` can run pman with (this one may live in root's
     home), and the PYTHONPATH it needs; None if there is none."""
