@@ -115,20 +115,28 @@ def _detect_v2(root: Path) -> CgroupSupport:
     problems = {
         c: f"the cgroup v2 root offers no {c} controller" for c in CONTROLLERS if c not in available
     }
-    wanted = [c for c in CONTROLLERS if c in available]
     try:
         parent.mkdir(exist_ok=True)
-        # a cgroup's children get a controller only once its parent hands it down
-        for folder in (root, parent):
-            control = folder / "cgroup.subtree_control"
-            enabled = control.read_text().split()
-            missing = [c for c in wanted if c not in enabled]
-            if missing:
-                control.write_text(" ".join(f"+{c}" for c in missing))
     except OSError as e:
-        reason = f"cannot prepare {parent} as uid {os.getuid()}: {e.strerror or e}"
-        return CgroupSupport(2, problems={**dict.fromkeys(wanted, reason), **problems})
-    return CgroupSupport(2, dict.fromkeys(wanted, parent), problems)
+        reason = f"cannot create {parent} as uid {os.getuid()}: {e.strerror}"
+        return CgroupSupport(2, problems={c: problems.get(c, reason) for c in CONTROLLERS})
+    parents: dict[str, Path] = {}
+    for controller in (c for c in CONTROLLERS if c not in problems):
+        # a cgroup's children get a controller only once its parent hands it
+        # down; one at a time, as the kernel may refuse one (cpu, with
+        # realtime tasks about) and not the other
+        try:
+            for folder in (root, parent):
+                control = folder / "cgroup.subtree_control"
+                if controller not in control.read_text().split():
+                    control.write_text(f"+{controller}")
+        except OSError as e:
+            problems[controller] = (
+                f"cannot enable {controller} for {parent} as uid {os.getuid()}: {e.strerror or e}"
+            )
+            continue
+        parents[controller] = parent
+    return CgroupSupport(2, parents, problems)
 
 
 def plan(

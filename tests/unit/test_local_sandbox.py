@@ -106,7 +106,7 @@ def _fake_v2(root: Path) -> Path:
     """The files of a cgroup v2 root that detect() reads and writes."""
     root.mkdir()
     (root / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
-    (root / "cgroup.subtree_control").write_text("cpu\n")
+    (root / "cgroup.subtree_control").write_text("cpu memory\n")
     (root / "pman").mkdir()
     (root / "pman" / "cgroup.subtree_control").write_text("")
     return root
@@ -117,9 +117,10 @@ def test_cgroup_v2_limits(tmp_path: Path) -> None:
     support = local_cgroup.detect(root)
     assert (support.version, support.problems) == (2, {})
     assert support.parents == {"memory": root / "pman", "cpu": root / "pman"}
-    # the controllers are handed down to pman's folder and its jobs
-    assert (root / "cgroup.subtree_control").read_text() == "+memory"
-    assert (root / "pman" / "cgroup.subtree_control").read_text() == "+memory +cpu"
+    # handed down to pman's folder (a plain file keeps only the last "+cpu"
+    # written; the kernel's adds each); the root had them already
+    assert (root / "cgroup.subtree_control").read_text() == "cpu memory\n"
+    assert (root / "pman" / "cgroup.subtree_control").read_text() == "+cpu"
     cg = local_cgroup.plan(support, "job-1", memory_mib=96, cpu_millicores=500)
     assert cg is not None
     job = root / "pman" / "job-1"
