@@ -37,6 +37,12 @@ def serve(host: str, port: int, workers: int) -> None:
     from pman.settings import load_settings
 
     settings = load_settings()
+    if settings.container_env == "local":
+        from pman.backends import load_backend
+
+        # the embedded default checks its sandbox at start-up (bwrap installed,
+        # user namespaces allowed): refuse here once, not in every worker
+        load_backend("local", settings)
     # before any process of ours imports prometheus-client (granian forks the
     # workers from this one): they and the tracker write their metrics there,
     # and a scrape adds them all up

@@ -317,6 +317,14 @@ class Settings:
     #: SLURM_CONF passed to SLURM's commands, None for SLURM's own default
     slurm_conf: str | None = None
     # ---- end of SLURM backend -------------------------------------------------
+    # ---- local backend (pman.backends.local) ------------------------------------
+    #: PMAN_LOCAL_USER as given, ``USER[:GROUP]`` (numbers or names, looked up when
+    #: the backend starts); None: nobody (65534:65534) under a root pman, else
+    #: pman's own user
+    local_user: str | None = None
+    #: more host folders every local job sees read-only at the same path
+    local_read_only_paths: tuple[Path, ...] = ()
+    # ---- end of local backend ---------------------------------------------------
 
     def docker_environment(self) -> dict[str, str]:
         """The DOCKER_* variables the docker SDK's ``from_env`` understands."""
@@ -387,6 +395,36 @@ def _slurm_name(text: str) -> str:
 
 
 # ---- end of SLURM backend settings ------------------------------------------
+
+
+# ---- local backend settings --------------------------------------------------
+_LOCAL_ID = re.compile(r"\d+|[A-Za-z_][A-Za-z0-9_.-]*")
+
+
+def parse_local_user(text: str) -> str:
+    """PMAN_LOCAL_USER: ``USER[:GROUP]``, each a number or a name."""
+    user, sep, group = text.strip().partition(":")
+    if not _LOCAL_ID.fullmatch(user) or (sep and not _LOCAL_ID.fullmatch(group)):
+        raise ValueError(f"{text!r} is not USER or USER:GROUP (numbers or names, e.g. 65534:65534)")
+    return f"{user}:{group}" if sep else user
+
+
+def parse_local_read_only_paths(text: str) -> tuple[Path, ...]:
+    """PMAN_LOCAL_READ_ONLY_PATHS: comma-separated absolute host paths."""
+    paths = []
+    for item in (p.strip() for p in text.split(",")):
+        if not item:
+            continue
+        if not item.startswith("/"):
+            raise ValueError(f"{item!r} is not an absolute path")
+        path = Path(os.path.normpath(item))
+        if path == Path("/"):
+            raise ValueError("'/' would show jobs the whole host")
+        paths.append(path)
+    return tuple(paths)
+
+
+# ---- end of local backend settings -------------------------------------------
 
 
 class _MappingEnv(Env):
@@ -554,6 +592,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     values["slurm_bin_dir"] = env.path("SLURM_BIN_DIR", None)
     values["slurm_conf"] = env.str("SLURM_CONF", None)
     # ---- end of SLURM backend ---------------------------------------------
+    # ---- local backend ----------------------------------------------------
+    values["local_user"] = custom("PMAN_LOCAL_USER", parse_local_user, None)
+    values["local_read_only_paths"] = custom(
+        "PMAN_LOCAL_READ_ONLY_PATHS", parse_local_read_only_paths, ()
+    )
+    # ---- end of local backend ---------------------------------------------
     try:
         env.seal()
     except EnvValidationError as e:

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # pman's two entry points on a fresh Debian 12 machine (root, Python 3.11):
 #
-#   bash scripts/dev.sh run    set up a virtualenv and serve pman on 127.0.0.1:5010
-#                              with the local backend and STOREBASE=./storebase
+#   bash scripts/dev.sh run    set up a virtualenv (and Debian's bubblewrap, the
+#                              local backend's sandbox) and serve pman on
+#                              127.0.0.1:5010 with the local backend and
+#                              STOREBASE=./storebase
 #   bash scripts/dev.sh test   set up everything the tests need (apt packages,
-#                              dockerd as a one-node swarm, the Podman service,
-#                              a one-node SLURM cluster (scripts/slurm-up.sh),
+#                              bubblewrap among them, dockerd as a one-node
+#                              swarm, the Podman service, a one-node SLURM
+#                              cluster (scripts/slurm-up.sh),
 #                              PostgreSQL, test images, pip packages), lint, run
 #                              every test, then test_swarm.sh (pman deployed as
 #                              a Swarm stack, tested over HTTP)
@@ -51,6 +54,8 @@ setup_venv() {
 
 cmd_run() {
   setup_venv
+  # the local backend (the default here) runs every job in a bubblewrap sandbox
+  apt_install bubblewrap
   export CONTAINER_ENV=${CONTAINER_ENV:-local}
   export STOREBASE=${STOREBASE:-$ROOT/storebase}
   export PMAN_DATA_DIR=${PMAN_DATA_DIR:-$ROOT/pman-data}
@@ -69,6 +74,7 @@ cmd_run() {
 
 cmd_test() {
   setup_venv
+  apt_install bubblewrap   # the local backend's sandbox (most tests use it)
   bash "$ROOT/scripts/engines-up.sh"
   bash "$ROOT/scripts/swarm-up.sh"
   bash "$ROOT/scripts/slurm-up.sh"

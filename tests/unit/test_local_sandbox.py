@@ -1,0 +1,151 @@
+"""The local backend's sandbox and cgroup plans, and their settings, without
+running a job (tests/integration/test_local_sandbox.py runs them)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pman.backends import local_cgroup, local_sandbox
+from pman.backends.local import LocalBackend
+from pman.backends.local_sandbox import Bind, JobUser, build, resolve_user
+from pman.errors import ConfigError
+from pman.settings import load_settings
+
+ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="pman runs as root here")
+
+
+def test_settings_take_a_user_and_read_only_paths() -> None:
+    s = load_settings({"STOREBASE": "/srv/x"})
+    assert (s.local_user, s.local_read_only_paths) == (None, ())
+    s = load_settings(
+        {
+            "STOREBASE": "/srv/x",
+            "PMAN_LOCAL_USER": "1000:users",
+            "PMAN_LOCAL_READ_ONLY_PATHS": "/opt/venv, /srv/tools/",
+        }
+    )
+    assert s.local_user == "1000:users"
+    assert s.local_read_only_paths == (Path("/opt/venv"), Path("/srv/tools"))
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("PMAN_LOCAL_USER", "1000:"),
+        ("PMAN_LOCAL_USER", "a b"),
+        ("PMAN_LOCAL_USER", "1:2:3"),
+        ("PMAN_LOCAL_READ_ONLY_PATHS", "relative/path"),
+        ("PMAN_LOCAL_READ_ONLY_PATHS", "/opt,/"),
+    ],
+)
+def test_bad_local_settings_are_refused_at_start(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_settings({"STOREBASE": "/srv/x", name: value})
+    assert name in e.value.fields
+
+
+@ROOT_ONLY
+def test_a_root_pman_runs_jobs_as_nobody_unless_told() -> None:
+    assert resolve_user(None) == JobUser(65534, 65534, switch=True)
+    assert resolve_user("nobody") == JobUser(65534, 65534, switch=True)
+    assert resolve_user("4321") == JobUser(4321, 4321, switch=True)  # no account: own group
+    assert resolve_user("4321:nogroup") == JobUser(4321, 65534, switch=True)
+    for bad in ("0", "root", "1000:0", "no-such-user-here"):
+        with pytest.raises(ValueError):
+            resolve_user(bad)
+
+
+def test_the_environment_goes_through_a_file_descriptor_not_the_command_line() -> None:
+    user = JobUser(4321, 4321, switch=True)
+    binds = [Bind("/srv/sb/in", "/share/incoming"), Bind("/srv/sb/out", "/share/outgoing", True)]
+    run = build("/usr/bin/bwrap", user, binds, ["prog", "a"], {"TOKEN": "s3cret"}, "/w")
+    assert "s3cret" not in run["args"]
+    assert run["options"] == ["--clearenv", "--setenv", "TOKEN", "s3cret"]
+    args = run["args"]
+    for flag in ("--unshare-user", "--unshare-pid", "--die-with-parent", "--new-session"):
+        assert flag in args
+    assert args[args.index("--cap-drop") + 1] == "ALL"
+    assert args[-3:] == ["--", "prog", "a"]
+    # a root supervisor binds the folders itself and shows bwrap its stage
+    assert run["stage"] == [
+        {"source": "/srv/sb/in", "name": "0", "dir": False},
+        {"source": "/srv/sb/out", "name": "1", "dir": False},
+    ]
+    i, o = args.index("/share/incoming"), args.index("/share/outgoing")
+    assert args[i - 2 : i + 1] == ["--ro-bind", "/mnt/0", "/share/incoming"]
+    assert args[o - 2 : o + 1] == ["--bind", "/mnt/1", "/share/outgoing"]
+    assert run["user"] == [4321, 4321]
+    # pman's own user (not root): bwrap resolves the folders, nothing to stage
+    mine = build("/usr/bin/bwrap", JobUser(1000, 1000, switch=False), binds, ["p"], {}, "/w")
+    assert (mine["stage"], mine["user"]) == ([], None)
+    assert "/srv/sb/in" in mine["args"]
+
+
+def test_what_cannot_pass_into_bwrap_is_refused() -> None:
+    user = JobUser(4321, 4321, switch=True)
+    with pytest.raises(ValueError, match="NUL"):
+        build("bwrap", user, [], ["p"], {"A": "x\0--bind"}, "/")
+    too_many = {f"V{i}": "" for i in range(local_sandbox.MAX_ENV + 1)}
+    with pytest.raises(ValueError, match="env entries"):
+        build("bwrap", user, [], ["p"], too_many, "/")
+
+
+def test_no_bwrap_means_no_local_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(local_sandbox, "BWRAP_DIRS", ())
+    settings = load_settings({"STOREBASE": str(tmp_path), "PMAN_DATA_DIR": str(tmp_path)})
+    with pytest.raises(ConfigError) as e:
+        LocalBackend.from_settings(settings)
+    assert "bubblewrap" in e.value.message and "CONTAINER_ENV" in e.value.fields
+
+
+def _fake_v2(root: Path) -> Path:
+    """The files of a cgroup v2 root that detect() reads and writes."""
+    root.mkdir()
+    (root / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    (root / "cgroup.subtree_control").write_text("cpu memory\n")
+    (root / "pman").mkdir()
+    (root / "pman" / "cgroup.subtree_control").write_text("")
+    return root
+
+
+def test_cgroup_v2_limits(tmp_path: Path) -> None:
+    root = _fake_v2(tmp_path / "cg")
+    support = local_cgroup.detect(root)
+    assert (support.version, support.problems) == (2, {})
+    assert support.parents == {"memory": root / "pman", "cpu": root / "pman"}
+    # handed down to pman's folder (a plain file keeps only the last "+cpu"
+    # written; the kernel's adds each); the root had them already
+    assert (root / "cgroup.subtree_control").read_text() == "cpu memory\n"
+    assert (root / "pman" / "cgroup.subtree_control").read_text() == "+cpu"
+    cg = local_cgroup.plan(support, "job-1", memory_mib=96, cpu_millicores=500)
+    assert cg is not None
+    job = root / "pman" / "job-1"
+    local_cgroup.create(cg)
+    assert (job / "memory.max").read_text() == str(96 << 20)
+    assert (job / "cpu.max").read_text() == "50000 100000"
+    assert local_cgroup.oom_kills(cg) == 0
+    (job / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
+    assert local_cgroup.oom_kills(cg) == 1
+    assert "cgroup v2" in support.describe("memory")
+
+
+def test_cpu_quota_and_what_is_not_enforced(tmp_path: Path) -> None:
+    support = local_cgroup.CgroupSupport(
+        1, {"cpu": Path("/sys/fs/cgroup/cpu/pman")}, {"memory": "no memory hierarchy"}
+    )
+    cg = local_cgroup.plan(support, "j", memory_mib=64, cpu_millicores=1)
+    assert cg is not None
+    # 1 millicore is below the kernel's smallest quota (1 ms of every 100 ms)
+    assert (cg["cpu_quota_us"], cg["memory_bytes"]) == (1000, None)
+    assert local_cgroup.plan(support, "j", 64, 2500)["cpu_quota_us"] == 250000  # type: ignore[index]
+    assert support.describe("memory") == "memory_limit NOT enforced (no memory hierarchy)"
+    assert local_cgroup.plan(local_cgroup.CgroupSupport(), "j", 64, 1000) is None
+    # no cgroup v2 root and no v1 mounts at all
+    mounts = tmp_path / "mounts"
+    mounts.write_text("proc /proc proc rw 0 0\n")
+    found = local_cgroup.detect(tmp_path / "none", mounts)
+    assert found.parents == {} and set(found.problems) == {"memory", "cpu"}
