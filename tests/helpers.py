@@ -58,7 +58,7 @@ def start_server(
     argv: list[str],
     env: dict[str, str],
     workers: int,
-    timeout: float = 30,
+    timeout: float = 60,
     stdout: IO[str] | None = None,
     new_session: bool = False,
 ) -> tuple[subprocess.Popen[str], str, set[int]]:

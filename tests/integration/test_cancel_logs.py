@@ -7,13 +7,14 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 import requests
 
+from pman.backends.docker import parse_engine_time
 from tests.integration.conftest import Pman
 
 
@@ -77,7 +78,7 @@ def test_cancel_stops_the_job_and_keeps_its_record_and_logs(pman: Pman) -> None:
         assert _process_gone(jobdir), "the job's processes survived the cancel"
 
     # the tracker sees the engine's end of it (exited 137, killed) and leaves it cancelled
-    time.sleep(2)
+    _until(lambda: pman.service.backend.get(jid).state.finished, "the engine saw the end", 60)
     pman.service.tracker.run_once()
     again = pman.get(jid).json()
     assert (again["status"], again["message"]) == ("finishedWithError", "cancelled")
@@ -254,15 +255,23 @@ def test_since_needs_timestamps_the_local_backend_lacks(make_pman: Callable[...,
 @pytest.mark.docker
 def test_since_on_docker(make_pman: Callable[..., Pman]) -> None:
     pman = make_pman("docker")
-    body = _sh(pman, "echo early; sleep 2; echo late")
+    body = _sh(pman, "echo early; sleep 1; echo late")
     jid = body["jid"]
     assert pman.post(body).status_code == 201
-    _until(lambda: b"early" in _logs(pman, jid).content, "the first line")
-    time.sleep(0.5)
-    middle = datetime.now(UTC).isoformat()
     pman.wait(jid)
     assert _logs(pman, jid).text == "early\nlate\n"
+    # a time between the two lines as the engine stamped them (since filters on
+    # the engine's stamps), not as this test saw them come, which load may delay
+    assert pman.engine is not None
+    stamped = pman.engine.logs(jid, timestamps=True).decode().splitlines()
+    (early, _), (late, _) = (line.split(" ", 1) for line in stamped)
+    early_at, late_at = parse_engine_time(early), parse_engine_time(late)
+    assert early_at is not None and late_at is not None
+    assert late_at - early_at > timedelta(seconds=0.5)
+    middle = (early_at + (late_at - early_at) / 2).isoformat()
     assert _logs(pman, jid, f"since={quote(middle)}").text == "late\n"
+    before = (early_at - timedelta(milliseconds=1)).isoformat()
+    assert _logs(pman, jid, f"since={quote(before)}").text == "early\nlate\n"
 
 
 # ------------------------------------------------------------------ swarm

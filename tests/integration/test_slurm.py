@@ -154,15 +154,15 @@ def test_delete_cancels_and_no_container_survives(make_pman: Callable[..., Pman]
     jid = body["jid"]
     p.wait(jid, until=("started",), timeout=60)
     running = wait_for(
-        lambda: [c for c in containers_of(p, jid) if c["State"] == "running"], 30, "container"
+        lambda: [c for c in containers_of(p, jid) if c["State"] == "running"], 60, "container"
     )
     assert len(running) == 1
 
     assert p.delete(jid).status_code == 204
     assert not job_dir(p, jid).exists()
     # SLURM signals the script, whose handler removes the container
-    wait_for(lambda: containers_of(p, jid) == [], 20, "the container's removal")
-    wait_for(lambda: squeue(jid)[0]["state"] == "CANCELLED", 20, "CANCELLED")
+    wait_for(lambda: containers_of(p, jid) == [], 60, "the container's removal")
+    wait_for(lambda: squeue(jid)[0]["state"] == "CANCELLED", 60, "CANCELLED")
     # a deleted job is gone for pman, though SLURM keeps its record
     assert p.get(jid).status_code == 404
     assert jid not in {i.name for i in p.service.backend.list()}
@@ -304,4 +304,4 @@ def test_podman_runtime_runs_and_cancels(make_pman: Callable[..., Pman]) -> None
         "running",
     )
     assert p.delete(jid).status_code == 204
-    wait_for(lambda: podman_containers(jid) == [], 20, "the container's removal")
+    wait_for(lambda: podman_containers(jid) == [], 60, "the container's removal")
