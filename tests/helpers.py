@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -31,6 +34,47 @@ def job_body(**overrides: Any) -> dict[str, Any]:
     }
     body.update(overrides)
     return body
+
+
+def run_in_own_group(
+    argv: list[str], timeout: float, grace: float = 60, **kwargs: Any
+) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run(argv, capture_output=True, text=True, timeout=...)`` in a
+    process group of its own, so that however the call ends early (its own
+    timeout, pytest-timeout's, Ctrl-C) nothing it started is left running:
+    SIGINT to the command (a Python script runs its finally blocks, which may
+    restart what it stopped), up to ``grace`` seconds, then SIGTERM and at last
+    SIGKILL to its whole group."""
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        **kwargs,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:
+        _end_group(proc, grace)
+        raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def _end_group(proc: subprocess.Popen[str], grace: float) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGINT)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace)
+    # what it left behind, or all of it if it ignored SIGINT
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 #: what `pman serve` (granian) and gunicorn print once a worker takes requests

@@ -213,6 +213,7 @@ def test_a_client_that_goes_away_ends_the_stream(pman: Pman) -> None:
 
 
 @pytest.mark.local
+@pytest.mark.timeout(600)  # a few seconds here; the job alone may take 300 s (below)
 def test_a_50_mb_log_streams_without_loading_it(make_pman: Callable[..., Pman]) -> None:
     pman = make_pman("local")
     # 50 MiB of 1 KiB lines

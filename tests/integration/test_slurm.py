@@ -168,6 +168,7 @@ def test_delete_cancels_and_no_container_survives(make_pman: Callable[..., Pman]
     assert jid not in {i.name for i in p.service.backend.list()}
 
 
+@pytest.mark.timeout(400)  # 60-90 s here; its own waits allow up to 240 s
 def test_timeout_is_reported_and_no_container_survives(make_pman: Callable[..., Pman]) -> None:
     """TIMELIMIT_MINUTES=1: SLURM ends the job 60-90 s after it starts (its
     time-limit check runs every 30 s), signalling the script, which removes
