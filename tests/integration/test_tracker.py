@@ -244,13 +244,10 @@ def test_job_removed_behind_pmans_back_is_marked_vanished(cpman: Pman) -> None:
 
 
 @pytest.mark.postgresql
-def test_docker_jobs_with_a_postgresql_registry(make_pman: Callable[..., Pman]) -> None:
-    url = os.environ.get("PMAN_TEST_DATABASE_URL")
-    if not url:
-        from tests.integration.conftest import engine_missing
-
-        engine_missing("PMAN_TEST_DATABASE_URL is not set; run scripts/postgres-up.sh")
-    p = make_pman("docker", PMAN_DATABASE_URL=url)
+def test_docker_jobs_with_a_postgresql_registry(
+    make_pman: Callable[..., Pman], postgresql_url: str
+) -> None:
+    p = make_pman("docker", PMAN_DATABASE_URL=postgresql_url)
     body = p.body()
     assert p.post(body).status_code == 201
     rec = p.wait_record(body["jid"])
