@@ -36,6 +36,20 @@ def job_body(**overrides: Any) -> dict[str, Any]:
     return body
 
 
+def late_memhog(size: str) -> dict[str, list[str]]:
+    """The entrypoint and args of a job that runs ``memhog --size SIZE`` after
+    two seconds, to be OOM-killed under a smaller memory limit.
+
+    Not at once: Docker's containerd (1.6 on Debian 12) watches a container's
+    memory cgroup for OOM kills only once the container has started, so a kill
+    in its first moments can go unseen (containerd issues #8180 and #8893,
+    fixed by its PR #12405): no "oom" event, State.OOMKilled false, and the job
+    looks like a plain SIGKILL. Seen here in 2-3 runs of 50 of the container
+    OOM test under load; the kernel's log showed each memcg OOM kill.
+    """
+    return {"entrypoint": ["sh", "-c", 'sleep 2; exec memhog "$@"', "sh"], "args": ["--size", size]}
+
+
 def run_in_own_group(
     argv: list[str], timeout: float, grace: float = 60, **kwargs: Any
 ) -> subprocess.CompletedProcess[str]:

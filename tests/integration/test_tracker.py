@@ -21,7 +21,7 @@ import requests
 
 from pman.jobs import LABEL_AUID, LABEL_FINGERPRINT, LABEL_JID, LABEL_MANAGED
 from pman.models import JobState
-from tests.helpers import job_body, start_server
+from tests.helpers import job_body, late_memhog, start_server
 from tests.integration.conftest import PLUGIN_BIN, TEST_IMAGE, Pman, engine_client
 
 
@@ -60,7 +60,7 @@ def test_the_engines_events_drive_the_tracker(cpman: Pman, monkeypatch: pytest.M
 
 
 def test_tracker_sees_an_oom_kill_without_polls(cpman: Pman) -> None:
-    body = cpman.body("memhog", args=["--size", "256M"], memory_limit=32, type="fs")
+    body = cpman.body(**late_memhog("256M"), memory_limit=32, type="fs")
     assert cpman.post(body).status_code == 201
     rec = cpman.wait_record(body["jid"])
     assert rec.state is JobState.FAILED

@@ -179,7 +179,11 @@ def test_on_failure_restarts_in_place_until_the_backoff_limit(kube: Kube) -> Non
 
 def test_memory_limit_gives_oomkilled(kube: Kube) -> None:
     body = job_body(
-        "oom", "memhog --size 64M", container={"resources": {"limits": {"memory": "16Mi"}}}
+        # after a pause: Docker's containerd may miss an OOM kill at once (see
+        # tests.helpers.late_memhog)
+        "oom",
+        "sleep 2; exec memhog --size 64M",
+        container={"resources": {"limits": {"memory": "16Mi"}}},
     )
     kube.batch.create_namespaced_job(NS, body)
     job = finished(kube, "oom")
