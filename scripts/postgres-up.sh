@@ -41,6 +41,12 @@ psql_() { runuser -u postgres -- psql -v ON_ERROR_STOP=1 -qtA "$@"; }
 if [ "$(psql_ -c "select 1 from pg_roles where rolname='$USER_'")" != 1 ]; then
   psql_ -c "create role $USER_ login password '$PASS'"
 fi
+# the tests make a database of their own per session (tests/integration/conftest.py:
+# postgresql_url), so runs on the same server neither drop each other's tables
+# nor hold each other's tracker lock
+if [ "$(psql_ -c "select rolcreatedb from pg_roles where rolname='$USER_'")" != t ]; then
+  psql_ -c "alter role $USER_ createdb"
+fi
 if [ "$(psql_ -c "select 1 from pg_database where datname='$DB'")" != 1 ]; then
   psql_ -c "create database $DB owner $USER_"
 fi

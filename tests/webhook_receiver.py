@@ -69,7 +69,7 @@ class Receiver:
         with self._lock:
             return [r for r in self.received if r.path == path]
 
-    def wait_for(self, path: str, predicate: Any, timeout: float = 30) -> list[Received]:
+    def wait_for(self, path: str, predicate: Any, timeout: float = 60) -> list[Received]:
         """The deliveries to ``path`` once ``predicate(them)`` holds."""
         deadline = time.monotonic() + timeout
         while True:

@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,8 @@ import docker
 import docker.errors
 import pytest
 import requests
+import sqlalchemy.exc
+from sqlalchemy import create_engine, make_url
 from werkzeug.serving import make_server
 
 from pman.app import create_app
@@ -261,3 +264,38 @@ def cpman(request: pytest.FixtureRequest, make_pman: Callable[..., Pman]) -> Pma
 def backend(request: pytest.FixtureRequest) -> str:
     """The name of a container backend, for tests that build their own pman."""
     return request.param
+
+
+@pytest.fixture(scope="session")
+def postgresql_url() -> Iterator[str]:
+    """A PostgreSQL database of this test session's own on the server of
+    PMAN_TEST_DATABASE_URL, dropped at the end. Its tables and its advisory
+    locks (the tracker's leader lock is one per database) are nobody else's:
+    another test run on the same server (or another pytest-xdist worker)
+    neither drops the tables under a test nor holds the leader lock its
+    tracker waits for. Where the role may not create databases
+    (scripts/postgres-up.sh grants it), the shared database is used as before.
+    """
+    url = os.environ.get("PMAN_TEST_DATABASE_URL", "")
+    if not url:
+        engine_missing("PMAN_TEST_DATABASE_URL is not set; run scripts/postgres-up.sh")
+    shared = make_url(url)
+    name = f"{shared.database}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = create_engine(shared, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except sqlalchemy.exc.ProgrammingError as e:
+        admin.dispose()
+        warnings.warn(
+            f"PostgreSQL tests share {shared.database!r} (cannot create a database: {e.orig})",
+            stacklevel=1,
+        )
+        yield url
+        return
+    try:
+        yield shared.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()

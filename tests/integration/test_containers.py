@@ -11,6 +11,7 @@ import docker.errors
 import pytest
 import requests
 
+from tests.helpers import late_memhog
 from tests.integration.conftest import CONTAINER_BACKENDS, TEST_IMAGE, Pman
 
 MiB = 1024 * 1024
@@ -80,7 +81,8 @@ def test_user_labels_shm_home(make_pman: Callable[..., Pman], backend: str) -> N
 
 
 def test_oom_kill_is_reported(cpman: Pman) -> None:
-    body = cpman.body("memhog", args=["--size", "256M"], memory_limit=32, type="fs")
+    # OOM-killed after its start: Docker may miss a kill at once (late_memhog)
+    body = cpman.body(**late_memhog("256M"), memory_limit=32, type="fs")
     assert cpman.post(body).status_code == 201
     done = cpman.wait(body["jid"])
     assert done["status"] == "finishedWithError", done

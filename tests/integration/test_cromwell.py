@@ -186,11 +186,12 @@ def test_delete_aborts_a_running_job_and_leaves_no_container(
 
     started = time.monotonic()
     assert p.delete(jid).status_code == 204
-    assert time.monotonic() - started < 10
+    # at once: not after the job's 120 s (the abort is Cromwell's to carry out)
+    assert time.monotonic() - started < 60
     assert standin.wait(wf.id, timeout=60) == "Aborted"
     assert wf.labels["org.chrisproject.pman"] == "deleted"
-    wait_for(lambda: not services_of(standin), 30, "the job's swarm service is still there")
-    wait_for(lambda: not containers_of(standin), 30, "the job's container is still there")
+    wait_for(lambda: not services_of(standin), 60, "the job's swarm service is still there")
+    wait_for(lambda: not containers_of(standin), 60, "the job's container is still there")
     assert p.get(jid).status_code == 404
 
 

@@ -5,28 +5,29 @@ with the test image; the engine-outage one stops and restarts dockerd."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import run_in_own_group
 from tests.integration.conftest import engine_client
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = [pytest.mark.faults, pytest.mark.docker]
+# each script gets up to 300 s (run_script), and time to put back what it stopped
+pytestmark = [pytest.mark.faults, pytest.mark.docker, pytest.mark.timeout(600)]
 
 
 def run_script(name: str, *args: str, timeout: float = 300) -> None:
     engine_client("docker")  # skip (or fail, in CI) without Docker and the test image
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
+    # ended with its every process if it outlives ``timeout`` or pytest's own
+    # (SIGINT first: the engine-outage script's finally restarts dockerd)
+    proc = run_in_own_group(
         [sys.executable, str(ROOT / "scripts" / "faults" / name), *args],
-        env=env,
-        capture_output=True,
-        text=True,
         timeout=timeout,
-        check=False,
+        grace=150,
+        env=env,
     )
     print(proc.stdout)
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]

@@ -18,6 +18,7 @@ import kubernetes.config
 import pytest
 import requests
 
+from tests.helpers import late_memhog
 from tests.integration.conftest import Pman, engine_client
 from tests.kube.standin import KubeStandin
 
@@ -88,7 +89,7 @@ def pods_of(kube: KubeStandin, name: str) -> list[Any]:
     ).items
 
 
-def wait_until(what: Callable[[], Any], timeout: float = 20) -> Any:
+def wait_until(what: Callable[[], Any], timeout: float = 60) -> Any:
     deadline = time.monotonic() + timeout
     while not (value := what()):
         if time.monotonic() > deadline:
@@ -98,7 +99,7 @@ def wait_until(what: Callable[[], Any], timeout: float = 20) -> Any:
 
 
 def containers_gone(kube: KubeStandin) -> None:
-    wait_until(lambda: kube.containers() == [], timeout=30)
+    wait_until(lambda: kube.containers() == [])
 
 
 def test_lifecycle_with_limits_and_security_in_the_job(
@@ -169,7 +170,8 @@ def test_memory_limit_enforced_and_reported_as_oom(
     kube: KubeStandin, kpman: Callable[..., Pman]
 ) -> None:
     p = kpman()
-    body = p.body("memhog", args=["--size", "256M"], memory_limit=32)
+    # OOM-killed after its start: Docker under the stand-in may miss a kill at once
+    body = p.body(**late_memhog("256M"), memory_limit=32)
     assert p.post(body).status_code == 201
     data = p.wait(body["jid"], timeout=60)
     assert data["status"] == "finishedWithError", data
@@ -212,12 +214,14 @@ def test_dollar_signs_reach_the_job_as_sent(kube: KubeStandin, kpman: Callable[.
 def test_missing_image_fails_after_the_grace_period(
     kube: KubeStandin, kpman: Callable[..., Pman]
 ) -> None:
-    p = kpman(PMAN_KUBERNETES_PENDING_TIMEOUT="3")
+    # a grace long enough that the poll right after the POST comes within it, on
+    # a loaded machine too
+    p = kpman(PMAN_KUBERNETES_PENDING_TIMEOUT="10")
     body = p.body(image="localhost/pman-no-such-image:1.0")
     assert p.post(body).status_code == 201
     first = p.get(body["jid"]).json()
     assert first["status"] == "notstarted", first
-    data = p.wait(body["jid"], timeout=30)
+    data = p.wait(body["jid"], timeout=90)
     assert data["status"] == "finishedWithError", data
     assert "ErrImagePull" in data["message"] or "ImagePullBackOff" in data["message"], data
     assert p.delete(body["jid"]).status_code == 204
@@ -230,7 +234,7 @@ def test_unschedulable_gpu_job_fails_after_the_grace_period(
     p = kpman(PMAN_KUBERNETES_PENDING_TIMEOUT="3")
     body = p.body(gpu_limit=1)
     assert p.post(body).status_code == 201
-    data = p.wait(body["jid"], timeout=30)
+    data = p.wait(body["jid"], timeout=90)
     assert data["status"] == "finishedWithError", data
     assert "Insufficient nvidia.com/gpu" in data["message"], data
 
@@ -240,10 +244,10 @@ def test_evicted_pod(kube: KubeStandin, kpman: Callable[..., Pman]) -> None:
     body = p.body("sleeper", args=["60"])
     body["type"] = "fs"
     assert p.post(body).status_code == 201
-    p.wait(body["jid"], until=("started",), timeout=30)
+    p.wait(body["jid"], until=("started",), timeout=60)
     (pod,) = wait_until(lambda: pods_of(kube, body["jid"]))
     kube.evict(NAMESPACE, pod.metadata.name, "The node was low on resource: memory.")
-    data = p.wait(body["jid"], timeout=30)
+    data = p.wait(body["jid"], timeout=60)
     assert data["status"] == "finishedWithError", data
     assert "evicted" in data["message"] and "low on resource: memory" in data["message"]
 
@@ -257,7 +261,7 @@ def test_time_limit_kills_the_job(kube: KubeStandin, kpman: Callable[..., Pman])
     assert data["status"] == "finishedWithError", data
     assert "time limit of 1 minutes" in data["message"], data
     # the Job controller deletes the pods of a Job past its deadline: nothing keeps running
-    wait_until(lambda: pods_of(kube, body["jid"]) == [], timeout=30)
+    wait_until(lambda: pods_of(kube, body["jid"]) == [])
 
 
 def test_pvc_storage_with_sub_paths(kube: KubeStandin, kpman: Callable[..., Pman]) -> None:

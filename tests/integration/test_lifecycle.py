@@ -93,19 +93,28 @@ def test_delete_of_a_running_job_stops_it(pman: Pman) -> None:
     body = pman.body("sleeper", args=[seconds], type="fs")
     assert pman.post(body).status_code == 201
     pman.wait(body["jid"], until=("started",))
-    time.sleep(0.3)
+
+    def sleeping() -> bool:
+        # a container's processes are this machine's too
+        return any(
+            f"sleep\x00{seconds}".encode() in _cmdline(pid)
+            for pid in os.listdir("/proc")
+            if pid.isdigit()
+        )
+
+    deadline = time.monotonic() + 60
+    while not sleeping():
+        assert time.monotonic() < deadline, "the job's sleep never started"
+        time.sleep(0.1)
     t0 = time.monotonic()
     assert pman.delete(body["jid"]).status_code == 204
-    assert time.monotonic() - t0 < 20
+    # without waiting for the job, which would sleep for 300 s and more
+    assert time.monotonic() - t0 < 60
     assert pman.get(body["jid"]).status_code == 404
     if pman.engine is not None:
         assert pman.container(body["jid"]) is None
     else:
-        assert not any(
-            f"sleep\x00{seconds}".encode() in _cmdline(pid)
-            for pid in os.listdir("/proc")
-            if pid.isdigit()
-        ), "the local job's process survived DELETE"
+        assert not sleeping(), "the local job's process survived DELETE"
 
 
 def _cmdline(pid: str) -> bytes:

@@ -157,9 +157,15 @@ def test_serve_metrics_add_up_every_worker_and_the_tracker(
     before = scrape(url, http)
     body = job_body(entrypoint=[str(PLUGIN_BIN / "copyplugin")])
     assert http.post(f"{url}/api/v1/", json=body, timeout=30).status_code == 201
-    # each poll on a new connection: the kernel spreads them over both workers
+
+    # each poll on a new connection, until both workers have answered some (which
+    # one accepts a connection is the kernel's and the load's choice)
+    def poll_lines() -> list[dict[str, Any]]:
+        lines = [json.loads(x) for x in stdout.read_text().splitlines() if x.startswith("{")]
+        return [r for r in lines if r.get("route") == "/api/v1/{jid}/"]
+
     polls = 0
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while True:
         resp = requests.get(
             f"{url}/api/v1/{body['jid']}/",
@@ -168,9 +174,14 @@ def test_serve_metrics_add_up_every_worker_and_the_tracker(
         )
         polls += 1
         assert resp.status_code == 200
-        if resp.json()["status"] == "finishedSuccessfully" and polls >= 20:
+        if (
+            resp.json()["status"] == "finishedSuccessfully"
+            and polls >= 20
+            and len({r["pid"] for r in poll_lines()}) == 2
+        ):
             break
-        assert time.monotonic() < deadline, resp.json()
+        assert time.monotonic() < deadline, (resp.json(), {r["pid"] for r in poll_lines()})
+        time.sleep(0.05)
     # a worker writes its requests' tally at least every second: then every
     # scrape, whichever worker answers it, has every worker's count
     poll = {"method": "GET", "route": "/api/v1/{jid}/", "code": "200"}
@@ -181,7 +192,7 @@ def test_serve_metrics_add_up_every_worker_and_the_tracker(
             before, "pman_http_requests_total", **poll
         )
 
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60
     while polls_counted() != polls and time.monotonic() < deadline:
         time.sleep(0.2)
     for _ in range(6):
@@ -212,11 +223,9 @@ def test_serve_metrics_add_up_every_worker_and_the_tracker(
         assert value(s, "pman_tracker_cycles_total", result="ok") >= 1
         assert ("pman_tracker_lag_seconds",) in s
     # both workers answered polls, and the access log says which request was which
-    lines = [json.loads(line) for line in stdout.read_text().splitlines() if line.startswith("{")]
-    poll_lines = [r for r in lines if r.get("route") == "/api/v1/{jid}/"]
-    pids = {str(r["pid"]) for r in poll_lines}
-    assert len(pids) == 2, f"one worker answered every poll: {pids}"
-    assert all(r["jid"] == body["jid"] and r["status"] == 200 for r in poll_lines)
+    polled = poll_lines()
+    assert len({r["pid"] for r in polled}) == 2
+    assert all(r["jid"] == body["jid"] and r["status"] == 200 for r in polled)
     assert TOKEN not in stdout.read_text()
 
 
@@ -233,7 +242,7 @@ def test_serve_request_id_in_header_and_log(served: tuple[str, Path, Path]) -> N
     made = requests.get(f"{url}/health", timeout=10).headers["X-Request-ID"]
     assert made and made not in ("pfcon-abc-1", "pfcon-abc-2")
     assert requests.get(f"{url}/api/v1/docs/", timeout=10).status_code == 200
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while True:
         lines = [json.loads(x) for x in stdout.read_text().splitlines() if x.startswith("{")]
         ids = {r.get("request_id"): r for r in lines}

@@ -26,7 +26,8 @@ def running_containers(p: Pman, jids: list[str]) -> list[str]:
 
 def test_a_burst_runs_one_at_a_time_in_submission_order(make_pman: Callable[..., Pman]) -> None:
     p = make_pman("docker", PMAN_MAX_RUNNING="1")
-    bodies = [p.body("sleeper", args=["1"], type="fs") for _ in range(3)]
+    # the first runs long enough that the other two are answered while it runs
+    bodies = [p.body("sleeper", args=[s], type="fs") for s in ("3", "1", "1")]
     jids = [b["jid"] for b in bodies]
     answers = [p.post(b) for b in bodies]
     assert [a.status_code for a in answers] == [201, 201, 201]
@@ -57,11 +58,15 @@ def test_the_queue_survives_a_restart_of_pman(make_pman: Callable[..., Pman]) ->
     assert first.post(running).json()["status"] == "started"
     assert first.post(waiting).json()["status"] == "notstarted"
     first.stop()  # pman goes away with a job in its queue
-    time.sleep(2.5)  # the running one ends while nobody watches
+    # the running one ends while nobody watches
+    deadline = time.monotonic() + 60
+    while (first.container(running["jid"]) or {}).get("State", {}).get("Status") != "exited":
+        assert time.monotonic() < deadline, first.container(running["jid"])
+        time.sleep(0.1)
     assert first.container(waiting["jid"]) is None
     second = make_pman("docker", storebase=first.storebase, PMAN_MAX_RUNNING="1")
     second.jids += first.jids
-    rec = second.wait_record(waiting["jid"], timeout=30)
+    rec = second.wait_record(waiting["jid"], timeout=60)
     assert rec.state is JobState.SUCCEEDED, rec
     assert (second.out(waiting) / "out-data.txt").read_text() == "some data\n"
     assert second.record(running["jid"]).state is JobState.SUCCEEDED
@@ -69,13 +74,16 @@ def test_the_queue_survives_a_restart_of_pman(make_pman: Callable[..., Pman]) ->
 
 def test_delete_of_a_queued_job_never_touches_the_engine(make_pman: Callable[..., Pman]) -> None:
     p = make_pman("docker", PMAN_MAX_RUNNING="1")
-    running, waiting, after = (p.body("sleeper", args=["1"], type="fs") for _ in range(3))
+    # the running one runs until deleted below, so the others stay queued till then
+    running = p.body("sleeper", args=["300"], type="fs")
+    waiting, after = (p.body("sleeper", args=["1"], type="fs") for _ in range(2))
     for b in (running, waiting, after):
         assert p.post(b).status_code == 201
     assert p.delete(waiting["jid"]).status_code == 204
     assert p.get(waiting["jid"]).status_code == 404
     assert p.get(after["jid"]).json()["message"].startswith("queued by pman: 0 jobs ahead")
-    assert p.wait(after["jid"], timeout=30)["status"] == "finishedSuccessfully"
+    assert p.delete(running["jid"]).status_code == 204
+    assert p.wait(after["jid"], timeout=60)["status"] == "finishedSuccessfully"
     assert p.container(waiting["jid"]) is None, "the deleted job never ran"
     events = p.service.registry.events(p.service.registry.latest(waiting["jid"]).id)
     assert [e.state for e in events][-1] is JobState.CANCELLED

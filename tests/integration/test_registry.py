@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -17,9 +16,6 @@ from pman.settings import load_settings
 from pman.storage import Storage
 from pman.tracker import FileLock, PostgresAdvisoryLock, leader_lock_for
 from tests.helpers import job_body
-from tests.integration.conftest import engine_missing
-
-PG_URL = os.environ.get("PMAN_TEST_DATABASE_URL", "")
 
 
 @pytest.fixture(
@@ -32,9 +28,8 @@ def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Registr
     if request.param == "sqlite":
         reg = Registry.from_url(f"sqlite:///{tmp_path / 'pman.db'}")
     else:
-        if not PG_URL:
-            engine_missing("PMAN_TEST_DATABASE_URL is not set; run scripts/postgres-up.sh")
-        reg = Registry.from_url(PG_URL)
+        # the session's own database (see conftest.postgresql_url), emptied per test
+        reg = Registry.from_url(request.getfixturevalue("postgresql_url"))
         metadata.drop_all(reg.engine)
         metadata.create_all(reg.engine)
     yield reg

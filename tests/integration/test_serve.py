@@ -65,7 +65,7 @@ def test_pman_serve_runs_jobs_across_workers(served: tuple[str, Path]) -> None:
         assert http.post(f"{url}/api/v1/", json=b, timeout=30).status_code == 201
     # every worker answers for every job: the state is not in one worker's memory
     for b in bodies:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while True:
             data = http.get(f"{url}/api/v1/{b['jid']}/", timeout=30).json()
             if data["status"] == "finishedSuccessfully" or time.monotonic() > deadline:
@@ -168,7 +168,7 @@ def test_logs_stream_and_cancel_under_granian(served: tuple[str, Path]) -> None:
 
     body = job_body(entrypoint=["sh", "-c", "echo working; sleep 300", "job"], args=[])
     assert http.post(f"{url}/api/v1/", json=body, timeout=30).status_code == 201
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while b"working" not in http.get(f"{url}/api/v1/{body['jid']}/logs/", timeout=30).content:
         assert time.monotonic() < deadline
         time.sleep(0.1)

@@ -77,7 +77,7 @@ def test_lifecycle_limits_in_spec_and_delete(make_pman: Callable[..., Pman]) -> 
     # DELETE removes the service, its tasks' containers with it; twice is fine
     assert p.delete(jid).status_code == 204
     assert service(p, jid) is None
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while containers_of(p, svc["ID"]) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert containers_of(p, svc["ID"]) == []
@@ -110,9 +110,8 @@ def test_missing_image_is_reported_with_the_swarm_message(make_pman: Callable[..
     p = make_pman("swarm")
     body = small(p, image="localhost/pman-no-such-image:latest")
     assert p.post(body).status_code == 201
-    started = time.monotonic()
-    data = p.wait(body["jid"], timeout=30)
-    assert time.monotonic() - started < 30
+    # the swarm's own rejection, not pman's pending timeout (its message differs)
+    data = p.wait(body["jid"], timeout=120)
     assert data["status"] == "finishedWithError", data
     assert "No such image" in data["message"], data
     assert "rejected" in data["message"]

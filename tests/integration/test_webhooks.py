@@ -43,7 +43,7 @@ def deliveries(p: Pman, jid: str) -> list[dict]:
 
 
 def wait_deliveries(
-    p: Pman, jid: str, predicate: Callable[[list[dict]], bool], timeout: float = 30
+    p: Pman, jid: str, predicate: Callable[[list[dict]], bool], timeout: float = 60
 ) -> list[dict]:
     deadline = time.monotonic() + timeout
     while True:

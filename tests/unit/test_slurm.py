@@ -549,11 +549,12 @@ def test_command_helper_raises_with_everything(
         tmp_path,
         squeue='echo "partial out"; echo "squeue: error: boom" >&2; exit 3\n',
         sinfo='echo "$SBATCH_PARTITION|${SQUEUE_FORMAT:-unset}|$SLURM_CONF"\n',
-        sleepy="sleep 5\n",
+        sleepy="exec sleep 30\n",  # exec: killed at the timeout, its pipes with it
     )
     monkeypatch.setenv("SBATCH_PARTITION", "leaked")
     monkeypatch.setenv("SQUEUE_FORMAT", "%i")
-    client = SlurmClient(bin_dir=bin_dir, timeout=0.5, conf="/etc/other.conf")
+    # long enough for a loaded machine to run the quick tools, short for the sleepy one
+    client = SlurmClient(bin_dir=bin_dir, timeout=3, conf="/etc/other.conf")
     with pytest.raises(SlurmCommandError) as e:
         client.run(["squeue", "--me"])
     err = e.value
