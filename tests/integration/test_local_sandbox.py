@@ -408,10 +408,10 @@ def test_a_pman_that_is_not_root_runs_jobs_as_itself_in_a_user_namespace(
     unprivileged_home: Path,
 ) -> None:
     if os.geteuid() != 0:
-        pytest.skip("needs root to start a pman as another user")
+        engine_missing("needs root to start a pman as another user")
     found = _python_for(NOBODY)
     if found is None:
-        pytest.skip("no Python here that user nobody can run pman with")
+        engine_missing("no Python here that user nobody can run pman with")
     python, env = found
     env = {
         **env,
