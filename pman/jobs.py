@@ -5,19 +5,18 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
+from pman.labels import (
+    LABEL_AUID,
+    LABEL_FINGERPRINT,
+    LABEL_IMAGE,
+    LABEL_INSTANCE,
+    LABEL_JID,
+    LABEL_MANAGED,
+    LABEL_TYPE,
+)
 from pman.models import INCOMING, OUTGOING, JobRequest, JobSpec, PluginType, Resources
 from pman.settings import Settings
 from pman.storage import Storage
-
-#: labels pman puts on everything it creates, so that it can find its own jobs
-LABEL_MANAGED = "org.chrisproject.pman"
-LABEL_JID = "org.chrisproject.pman.jid"
-LABEL_FINGERPRINT = "org.chrisproject.pman.fingerprint"
-LABEL_AUID = "org.chrisproject.pman.auid"
-LABEL_TYPE = "org.chrisproject.pman.type"
-LABEL_IMAGE = "org.chrisproject.pman.image"
-#: which pman made it (PMAN_INSTANCE), when several share an engine
-LABEL_INSTANCE = "org.chrisproject.pman.instance"
 
 
 def localize_path_args(args: Sequence[str], path_flags: Collection[str]) -> list[str]:

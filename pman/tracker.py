@@ -38,7 +38,8 @@ from sqlalchemy import text
 from pman import metrics
 from pman.backends.base import Backend, ChangeStream
 from pman.errors import BackendUnavailable, JobExists, JobNotFound, PmanError
-from pman.jobs import LABEL_AUID, LABEL_INSTANCE, LABEL_MANAGED, spec_from_record
+from pman.jobs import spec_from_record
+from pman.labels import LABEL_AUID, LABEL_INSTANCE, LABEL_MANAGED
 from pman.models import JobInfo, JobState
 from pman.registry import QUEUE_REASON, WITHDRAW_REASON, JobRecord, Registry
 from pman.settings import Settings

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import threading
-import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import ClassVar, Protocol
 
+from pman.backends.kit.files import DEFAULT_FULL_LOG_LINES, read_file_chunks
+from pman.backends.kit.streams import LogStream
 from pman.errors import InvalidJobSpec, JobNotFound, UnsupportedOption
 from pman.models import JobInfo, JobSpec, JobState
 from pman.settings import Settings
@@ -43,147 +42,6 @@ class ChangeStream(Protocol):
     def __iter__(self) -> Iterator[str]: ...
 
     def close(self) -> None: ...
-
-
-#: the lines the default ``iter_logs`` asks ``logs`` for when no tail is given
-DEFAULT_FULL_LOG_LINES = 100_000
-#: bytes per read of a log file or an engine's log stream
-LOG_CHUNK = 64 * 1024
-#: a followed log file's job is asked at most this often whether it has ended
-FOLLOW_CHECK_S = 1.0
-
-
-class LogStream:
-    """A job's log as an iterator of chunks that another thread may end at once.
-
-    A followed log blocks in the engine's read for as long as the job is
-    silent; ``abort`` (from any thread) makes that read return, after which
-    the iterator simply ends: an aborted stream is a finished one, not an
-    error. The server aborts streams whose client went away or that passed no
-    data for too long (pman.api.lanes).
-    """
-
-    def __init__(self, chunks: Iterator[bytes], on_abort: Callable[[], None] | None = None) -> None:
-        self._chunks = chunks
-        self._on_abort = on_abort
-        self.aborted = threading.Event()
-
-    def __iter__(self) -> LogStream:
-        return self
-
-    def __next__(self) -> bytes:
-        if self.aborted.is_set():
-            raise StopIteration
-        try:
-            return next(self._chunks)
-        except StopIteration:
-            raise
-        except Exception:
-            if self.aborted.is_set():
-                raise StopIteration from None  # the read we broke on purpose
-            raise
-
-    def abort(self) -> None:
-        if self.aborted.is_set():
-            return
-        self.aborted.set()
-        if self._on_abort is not None:
-            self._on_abort()
-
-    def close(self) -> None:
-        """Release the engine's stream (from the thread that iterates)."""
-        close = getattr(self._chunks, "close", None)
-        if close is not None:
-            close()
-
-
-def shutdown_response(response: Any) -> None:
-    """Make a read blocked on an HTTP response (urllib3's, as requests and the
-    kubernetes client use) return now, from another thread."""
-    raw = getattr(response, "raw", response)
-    with contextlib.suppress(Exception):
-        raw.shutdown()
-
-
-def read_file_chunks(
-    path: Path,
-    tail: int | None = None,
-    follow_until: Callable[[], bool] | None = None,
-    poll: float = 0.2,
-    chunk: int = LOG_CHUNK,
-    stop: threading.Event | None = None,
-) -> Iterator[bytes]:
-    """A log file in chunks of at most ``chunk`` bytes: all of it, or from the
-    start of its last ``tail`` lines (found by reading backwards from the end).
-
-    With ``follow_until`` (a function that is True once the writer has ended)
-    it keeps reading what is appended, every ``poll`` seconds, and stops after
-    the first read that finds nothing new once the writer has ended, or once
-    ``stop`` is set. A missing file is an empty log (the job has not written yet).
-    """
-    offset = 0 if tail is None else tail_offset(path, tail)
-    # asking whether the writer ended costs more than a read (the engine's
-    # state): at most once a FOLLOW_CHECK_S, however short ``poll`` is
-    checked = 0.0
-    while True:
-        ended = True
-        if follow_until is not None:
-            ended = False
-            if time.monotonic() - checked >= FOLLOW_CHECK_S:
-                checked = time.monotonic()
-                ended = follow_until()
-        try:
-            f = open(path, "rb")  # noqa: SIM115 - closed below
-        except FileNotFoundError:
-            f = None
-        if f is not None:
-            with f:
-                f.seek(offset)
-                while data := f.read(chunk):
-                    offset += len(data)
-                    yield data
-        if ended:
-            return
-        if stop is None:
-            time.sleep(poll)
-        elif stop.wait(poll):
-            return
-
-
-def tail_offset(path: Path, n: int, block: int = LOG_CHUNK) -> int:
-    """Where the last ``n`` lines of a file start, reading only blocks of its end.
-
-    A last line without a final newline counts as a line.
-    """
-    try:
-        f = open(path, "rb")  # noqa: SIM115 - closed below
-    except FileNotFoundError:
-        return 0
-    with f:
-        end = f.seek(0, os.SEEK_END)
-        if n <= 0:
-            return end
-        pos = end
-        newlines = 0
-        # a final newline ends the last line; it does not start another
-        if end > 0:
-            f.seek(end - 1)
-            if f.read(1) == b"\n":
-                newlines = -1
-        while pos > 0:
-            step = min(block, pos)
-            pos -= step
-            f.seek(pos)
-            data = f.read(step)
-            i = len(data)
-            while True:
-                i = data.rfind(b"\n", 0, i)
-                if i < 0:
-                    break
-                newlines += 1
-                if newlines == n:
-                    return pos + i + 1
-        return 0
 
 
 class Backend(ABC):

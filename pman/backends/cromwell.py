@@ -36,7 +36,8 @@ from typing import Any, NoReturn
 
 import requests
 
-from pman.backends.base import LOG_CHUNK, Backend, Outcome, tail_offset
+from pman.backends.base import Backend, Outcome
+from pman.backends.kit.files import LOG_CHUNK, tail_offset
 from pman.errors import (
     BackendError,
     BackendUnavailable,
@@ -47,7 +48,7 @@ from pman.errors import (
     PmanError,
     UnsupportedOption,
 )
-from pman.jobs import LABEL_AUID, LABEL_FINGERPRINT, LABEL_IMAGE, LABEL_JID, LABEL_MANAGED
+from pman.labels import LABEL_AUID, LABEL_FINGERPRINT, LABEL_IMAGE, LABEL_JID, LABEL_MANAGED
 from pman.models import JobInfo, JobSpec, JobState
 from pman.settings import Settings
 

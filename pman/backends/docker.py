@@ -22,13 +22,9 @@ import requests.exceptions
 from docker.types import DeviceRequest
 from docker.utils import kwargs_from_env, parse_repository_tag
 
-from pman.backends.base import (
-    LOG_CHUNK,
-    Backend,
-    ChangeStream,
-    LogStream,
-    shutdown_response,
-)
+from pman.backends.base import Backend, ChangeStream
+from pman.backends.kit.files import LOG_CHUNK
+from pman.backends.kit.streams import LogStream, shutdown_response
 from pman.errors import (
     BackendError,
     BackendUnavailable,
@@ -38,7 +34,7 @@ from pman.errors import (
     PmanError,
     UnsupportedOption,
 )
-from pman.jobs import LABEL_FINGERPRINT, LABEL_IMAGE, LABEL_MANAGED
+from pman.labels import LABEL_FINGERPRINT, LABEL_IMAGE, LABEL_MANAGED
 from pman.models import INCOMING, OUTGOING, JobInfo, JobSpec, JobState
 from pman.settings import Settings
 

@@ -31,14 +31,9 @@ import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from pman.backends.base import (
-    LOG_CHUNK,
-    Backend,
-    ChangeStream,
-    LogStream,
-    Outcome,
-    shutdown_response,
-)
+from pman.backends.base import Backend, ChangeStream, Outcome
+from pman.backends.kit.files import LOG_CHUNK
+from pman.backends.kit.streams import LogStream, shutdown_response
 from pman.errors import (
     BackendError,
     BackendUnavailable,
@@ -48,7 +43,7 @@ from pman.errors import (
     JobNotFound,
     PmanError,
 )
-from pman.jobs import LABEL_FINGERPRINT, LABEL_IMAGE, LABEL_JID, LABEL_MANAGED
+from pman.labels import LABEL_FINGERPRINT, LABEL_IMAGE, LABEL_JID, LABEL_MANAGED
 from pman.models import INCOMING, OUTGOING, JobInfo, JobSpec, JobState
 from pman.settings import Settings
 

@@ -54,7 +54,7 @@ from pman.errors import (
     PmanError,
     UnsupportedOption,
 )
-from pman.jobs import LABEL_AUID, LABEL_FINGERPRINT, LABEL_INSTANCE, LABEL_MANAGED
+from pman.labels import LABEL_AUID, LABEL_FINGERPRINT, LABEL_INSTANCE, LABEL_MANAGED
 from pman.models import INCOMING, OUTGOING, JobInfo, JobSpec, JobState
 from pman.settings import Settings
 

@@ -43,7 +43,7 @@ from pman.errors import (
     PmanError,
     UnsupportedOption,
 )
-from pman.jobs import LABEL_FINGERPRINT, LABEL_IMAGE, LABEL_MANAGED
+from pman.labels import LABEL_FINGERPRINT, LABEL_IMAGE, LABEL_MANAGED
 from pman.models import INCOMING, OUTGOING, JobInfo, JobSpec, JobState
 from pman.settings import Settings
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from pman.backends.docker import parse_engine_time
-from pman.jobs import LABEL_MANAGED
+from pman.labels import LABEL_MANAGED
 from pman.models import JobState
 from tests.integration.conftest import FINISHED, Pman
 

@@ -19,7 +19,7 @@ import docker
 import pytest
 import requests
 
-from pman.jobs import LABEL_AUID, LABEL_FINGERPRINT, LABEL_JID, LABEL_MANAGED
+from pman.labels import LABEL_AUID, LABEL_FINGERPRINT, LABEL_JID, LABEL_MANAGED
 from pman.models import JobState
 from tests.helpers import job_body, late_memhog, start_server
 from tests.integration.conftest import PLUGIN_BIN, TEST_IMAGE, Pman, engine_client

@@ -360,7 +360,7 @@ def test_only_this_instances_jobs_are_adopted(
 ) -> None:
     """Several pmans may share one engine: each adopts only its own strays
     (and unnamed ones, made before jobs carried an instance)."""
-    from pman.jobs import LABEL_INSTANCE, LABEL_MANAGED
+    from pman.labels import LABEL_INSTANCE, LABEL_MANAGED
     from pman.models import JobInfo
 
     service = app.extensions["pman"].service  # type: ignore[attr-defined]
@@ -378,7 +378,7 @@ def test_only_this_instances_jobs_are_adopted(
 
 
 def test_jobs_carry_this_instances_name(client: FlaskClient, fake: FakeBackend) -> None:
-    from pman.jobs import LABEL_INSTANCE
+    from pman.labels import LABEL_INSTANCE
 
     client.post("/api/v1/", json=job_body(jid="labelled"))
     instance = fake.specs["labelled"].labels[LABEL_INSTANCE]

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from pman.backends.base import read_file_chunks, tail_offset
+from pman.backends.kit.files import read_file_chunks, tail_offset
 from pman.errors import BackendError
 from pman.models import JobInfo, JobState
 from pman.registry import Registry

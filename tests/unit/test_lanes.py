@@ -13,7 +13,8 @@ import pytest
 from flask.testing import FlaskClient
 
 from pman.api.lanes import Lane, StreamLimiter, client_key, lane_of
-from pman.backends.base import LogStream, read_file_chunks
+from pman.backends.kit.files import read_file_chunks
+from pman.backends.kit.streams import LogStream
 from pman.deadlines import Deadline
 from pman.errors import BackendUnavailable
 from pman.models import JobInfo, JobRequest, JobSpec
