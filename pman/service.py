@@ -101,6 +101,9 @@ class JobService:
         image = check_request(request, self.settings.limits)
         self.check_callback(request.callback_url)
         spec = build_spec(request, self.settings, self.storage, image=image)
+        # a job the backend can never run is refused before anything is recorded,
+        # also one that would wait in pman's queue (PMAN_MAX_RUNNING)
+        self.backend.check(spec)
         try:
             record = self.registry.create(
                 spec, self.backend.name, max_running=self.settings.max_running

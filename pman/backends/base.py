@@ -68,6 +68,14 @@ class Backend(ABC):
                 fields={"jid": self.name_rule},
             )
 
+    def check(self, spec: JobSpec) -> None:  # noqa: B027 - optional hook
+        """Raise UnsupportedOption (naming the request's field) for a job this
+        backend can never run as configured: several workers where it runs one
+        container per job, GPUs it cannot give... No engine call: the service
+        asks before it records the job, also one that would wait in pman's
+        queue, so such a job is a 400 and never recorded. Conditions only the
+        engine can see (no node with a free GPU) are left to ``submit``."""
+
     @abstractmethod
     def submit(self, spec: JobSpec) -> JobInfo:
         """Create and start the job. Raises JobExists if the name is taken."""
