@@ -1,5 +1,5 @@
 """The cromwell backend through pman's HTTP API, against the Cromwell stand-in
-(tests/cromwell): each workflow really runs, with miniwdl, as swarm services
+(tests/standins/cromwell): each workflow really runs, with miniwdl, as swarm services
 on the local Docker engine.
 
 The stand-in needs miniwdl, the Docker engine as a swarm manager and the test
@@ -32,7 +32,7 @@ def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     except ImportError:
         engine_missing("miniwdl is not installed (pip install -e '.[test]')")
     engine_client("swarm")  # Docker, the test image, and a swarm manager
-    from tests.cromwell.standin import CromwellStandIn
+    from tests.standins.cromwell.standin import CromwellStandIn
 
     s = CromwellStandIn(tmp_path_factory.mktemp("cromwell"), minute_seconds=MINUTE)
     s.start()
@@ -58,14 +58,14 @@ def workflow_of(standin: Any, jid: str) -> Any:
 
 
 def services_of(standin: Any) -> list[dict[str, Any]]:
-    from tests.cromwell.miniwdl_runner import STANDIN_LABEL
+    from tests.standins.cromwell.miniwdl_runner import STANDIN_LABEL
 
     api = engine_client("swarm")
     return api.services(filters={"label": f"{STANDIN_LABEL}={standin.instance}"})
 
 
 def containers_of(standin: Any) -> list[dict[str, Any]]:
-    from tests.cromwell.miniwdl_runner import STANDIN_LABEL
+    from tests.standins.cromwell.miniwdl_runner import STANDIN_LABEL
 
     api = engine_client("swarm")
     return api.containers(all=True, filters={"label": f"{STANDIN_LABEL}={standin.instance}"})

@@ -1,6 +1,6 @@
 """The Kubernetes backend through pman's HTTP API, against the API stand-in.
 
-No Kubernetes API server can run on these machines: tests/kube/standin.py
+No Kubernetes API server can run on these machines: tests/standins/kube/standin.py
 serves the API paths pman uses to the official client, validates every body
 against the Kubernetes 1.30 schemas, and plays the Job controller and the
 kubelet by running each pod as a real container on the local Docker engine.
@@ -20,7 +20,7 @@ import requests
 
 from tests.helpers import late_memhog
 from tests.integration.conftest import Pman, engine_client
-from tests.kube.standin import KubeStandin
+from tests.standins.kube.standin import KubeStandin
 
 pytestmark = pytest.mark.kubernetes
 

@@ -1,4 +1,4 @@
-"""Fixtures for tests of the Kubernetes API stand-in (tests/kube)."""
+"""Fixtures for tests of the Kubernetes API stand-in (tests/standins/kube)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ No Cromwell server can be installed on the test machines. This serves the
 endpoints pman uses, with the shapes and status codes of Cromwell's REST API
 (https://cromwell.readthedocs.io/en/stable/api/RESTAPI/), and runs every
 submitted WDL workflow for real: one ``miniwdl run`` process per workflow
-(tests/cromwell/miniwdl_runner.py), each task a Docker swarm service on the
+(tests/standins/cromwell/miniwdl_runner.py), each task a Docker swarm service on the
 local engine.
 
 What it implements:
@@ -56,9 +56,9 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from tests.cromwell.miniwdl_runner import MINUTE_ENV, STANDIN_LABEL
+from tests.standins.cromwell.miniwdl_runner import MINUTE_ENV, STANDIN_LABEL
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TERMINAL = ("Succeeded", "Failed", "Aborted")
 STATUSES = ("Submitted", "Running", "Aborting", "Failed", "Succeeded", "Aborted", "On Hold")
 QUERY_KEYS = frozenset(
@@ -345,7 +345,7 @@ class CromwellStandIn:
         argv = [
             self.python,
             "-m",
-            "tests.cromwell.miniwdl_runner",
+            "tests.standins.cromwell.miniwdl_runner",
             "run",
             str(d / "source.wdl"),
             "-i",

@@ -1,6 +1,6 @@
 """miniwdl with the container backend of the Cromwell stand-in.
 
-The stand-in runs each workflow as ``python -m tests.cromwell.miniwdl_runner
+The stand-in runs each workflow as ``python -m tests.standins.cromwell.miniwdl_runner
 run WDL -i INPUTS --dir DIR/. --cfg CFG --error-json -o RESULT``: miniwdl's
 own command line, with one more container backend, ``pman_standin``. It is
 miniwdl's Docker Swarm backend (each task a swarm service on the local
