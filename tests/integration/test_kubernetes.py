@@ -305,6 +305,38 @@ def test_jid_that_is_no_dns_label_is_400_and_creates_nothing(
     assert len([r for r in kube.requests if r[0] == "POST"]) == before
 
 
+def test_env_name_kubernetes_refuses_is_400_and_not_recorded(
+    kube: KubeStandin, kpman: Callable[..., Pman]
+) -> None:
+    """Refused before anything is recorded (Backend.check), also when the job
+    would have waited in pman's queue (PMAN_MAX_RUNNING reached)."""
+    p = kpman(PMAN_MAX_RUNNING="1")
+    bad = p.body(env=["1BAD=x"])
+    before = len([r for r in kube.requests if r[0] == "POST"])
+    resp = p.post(bad)
+    assert resp.status_code == 400, resp.text
+    assert "environment variable" in resp.json()["message"]
+    assert "env" in str(resp.json())
+    assert p.get(bad["jid"]).status_code == 404
+    assert len([r for r in kube.requests if r[0] == "POST"]) == before
+
+    running = p.body("sleeper", args=["300"])
+    running["type"] = "fs"
+    assert p.post(running).status_code == 201
+    queued = p.body()
+    resp = p.post(queued)
+    assert resp.status_code == 201 and resp.json()["status"] == "notstarted", resp.text
+    bad = p.body(env=["1BAD=x"])
+    resp = p.post(bad)
+    assert resp.status_code == 400, resp.text
+    assert "env" in str(resp.json())
+    assert p.get(bad["jid"]).status_code == 404
+    assert read_job(kube, bad["jid"]) is None
+    for body in (queued, running):
+        assert p.delete(body["jid"]).status_code == 204
+    containers_gone(kube)
+
+
 def test_tracker_reads_all_jobs_in_two_calls(kube: KubeStandin, kpman: Callable[..., Pman]) -> None:
     p = kpman()
     bodies = [p.body() for _ in range(4)]

@@ -13,7 +13,7 @@ import yaml
 from pman.settings import load_settings
 
 K8S_VERSION = "1.30.0"
-MANIFESTS = Path(__file__).resolve().parents[2] / "kubernetes"
+MANIFESTS = Path(__file__).resolve().parents[4] / "kubernetes"
 
 
 def objects() -> list[dict[str, Any]]:

@@ -1,0 +1,99 @@
+"""What the Kubernetes backend reads from pman's settings, read once.
+
+Everything the adapter, its API client and the Job builder use is here; none
+of them reads :class:`~pman.settings.Settings` itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pman.backends.kubernetes.manifest import is_label_key, is_label_value
+from pman.errors import ConfigError
+from pman.settings import Settings
+
+
+@dataclass(frozen=True)
+class KubernetesConfig:
+    """How pman reaches the Kubernetes API, and what every Job it writes holds."""
+
+    # -- the API
+    #: the namespace of pman's Jobs (JOB_NAMESPACE)
+    namespace: str
+    #: seconds an API call may take (PMAN_ENGINE_TIMEOUT)
+    timeout: float
+    #: KUBECONFIG: the client configuration file; None: in-cluster inside a
+    #: pod, else ~/.kube/config
+    kubeconfig: str | None
+    #: whether pman runs inside a Kubernetes pod (KUBERNETES_SERVICE_HOST is set)
+    in_cluster: bool
+    #: seconds a pod may wait to start on something that does not resolve by
+    #: itself before its job is a system error (PMAN_KUBERNETES_PENDING_TIMEOUT)
+    pending_timeout: float
+
+    # -- the Job
+    #: host, nfs or kubernetes_pvc (STORAGE_TYPE)
+    storage_type: str
+    #: STOREBASE: where job data lives on the nodes (host) or the server (nfs)
+    storebase: Path | None
+    #: NFS_SERVER (nfs storage)
+    nfs_server: str | None
+    #: VOLUME_NAME: the PersistentVolumeClaim holding job data (kubernetes_pvc)
+    volume_name: str | None
+    #: SHM_SIZE in MiB: a memory-backed /dev/shm of that size; None: the runtime's
+    shm_size: int | None
+    #: IGNORE_LIMITS: no cpu and memory limits (GPUs are still asked for)
+    ignore_limits: bool
+    #: KUBERNETES_GPU_RESOURCE: the extended resource a GPU is
+    gpu_resource: str
+    #: SECURITYCONTEXT_RUN_AS_USER / _GROUP: a job's user and group when its
+    #: request gives none (CONTAINER_USER)
+    run_as_user: int | None
+    run_as_group: int | None
+    #: NODE_SELECTOR, TOLERATIONS, IMAGE_PULL_SECRETS of every job's pod
+    node_selector: dict[str, str]
+    tolerations: tuple[dict[str, Any], ...]
+    image_pull_secrets: tuple[str, ...]
+    #: TIMELIMIT_MINUTES: a Job's activeDeadlineSeconds, in minutes
+    timelimit_minutes: int
+    #: JOB_TTL_SECONDS: a finished Job's ttlSecondsAfterFinished
+    job_ttl_seconds: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KubernetesConfig:
+        """The configuration in ``settings``; a ConfigError for JOB_LABELS that
+        are no Kubernetes labels (every pod carries them)."""
+        bad = {
+            k: v
+            for k, v in settings.job_labels.items()
+            if not (is_label_key(k) and is_label_value(v))
+        }
+        if bad:
+            raise ConfigError(
+                f"JOB_LABELS {bad} are not valid Kubernetes labels (keys: [prefix/]name, "
+                "values: at most 63 letters, digits, '-', '_', '.')",
+                fields={"JOB_LABELS": "not valid Kubernetes labels"},
+            )
+        return cls(
+            namespace=settings.job_namespace,
+            timeout=settings.engine_timeout,
+            kubeconfig=settings.kubeconfig,
+            in_cluster=settings.kubernetes_in_cluster,
+            pending_timeout=settings.kubernetes_pending_timeout,
+            storage_type=settings.storage_type,
+            storebase=settings.storebase,
+            nfs_server=settings.nfs_server,
+            volume_name=settings.volume_name,
+            shm_size=settings.shm_size,
+            ignore_limits=settings.ignore_limits,
+            gpu_resource=settings.kubernetes_gpu_resource,
+            run_as_user=settings.securitycontext_run_as_user,
+            run_as_group=settings.securitycontext_run_as_group,
+            node_selector=dict(settings.node_selector),
+            tolerations=tuple(dict(t) for t in settings.tolerations),
+            image_pull_secrets=tuple(settings.image_pull_secrets),
+            timelimit_minutes=settings.timelimit_minutes,
+            job_ttl_seconds=settings.job_ttl_seconds,
+        )
