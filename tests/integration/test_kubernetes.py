@@ -305,35 +305,31 @@ def test_jid_that_is_no_dns_label_is_400_and_creates_nothing(
     assert len([r for r in kube.requests if r[0] == "POST"]) == before
 
 
-def test_env_name_kubernetes_refuses_is_400_and_not_recorded(
+def test_check_before_recording_with_the_queue_full(
     kube: KubeStandin, kpman: Callable[..., Pman]
 ) -> None:
-    """Refused before anything is recorded (Backend.check), also when the job
-    would have waited in pman's queue (PMAN_MAX_RUNNING reached)."""
+    """Kubernetes lacks no capability a request can ask for: with pman's queue
+    full (PMAN_MAX_RUNNING) several workers and GPUs wait in it like any job
+    (whether a node has the GPUs only the scheduler can tell, once it runs);
+    an environment variable name no job can have is a 400, never recorded."""
     p = kpman(PMAN_MAX_RUNNING="1")
-    bad = p.body(env=["1BAD=x"])
-    before = len([r for r in kube.requests if r[0] == "POST"])
-    resp = p.post(bad)
-    assert resp.status_code == 400, resp.text
-    assert "environment variable" in resp.json()["message"]
-    assert "env" in str(resp.json())
-    assert p.get(bad["jid"]).status_code == 404
-    assert len([r for r in kube.requests if r[0] == "POST"]) == before
-
     running = p.body("sleeper", args=["300"])
     running["type"] = "fs"
     assert p.post(running).status_code == 201
-    queued = p.body()
-    resp = p.post(queued)
-    assert resp.status_code == 201 and resp.json()["status"] == "notstarted", resp.text
+    gpus = p.body(number_of_workers=2, gpu_limit=1)
+    resp = p.post(gpus)
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["status"] == "notstarted", resp.text
+    before = len([r for r in kube.requests if r[0] == "POST"])
     bad = p.body(env=["1BAD=x"])
     resp = p.post(bad)
     assert resp.status_code == 400, resp.text
-    assert "env" in str(resp.json())
+    assert "env" in resp.json()["fields"], resp.text
     assert p.get(bad["jid"]).status_code == 404
-    assert read_job(kube, bad["jid"]) is None
-    for body in (queued, running):
+    assert len([r for r in kube.requests if r[0] == "POST"]) == before
+    for body in (gpus, running):
         assert p.delete(body["jid"]).status_code == 204
+    assert read_job(kube, gpus["jid"]) is None, "the queued job never reached Kubernetes"
     containers_gone(kube)
 
 
