@@ -117,30 +117,21 @@ class KubeClient:
         selector = ",".join(f"{k}={v}" for k, v in sorted(match.items()))
         if not selector:
             selector = f"{LABEL_JID}={job['metadata']['name']}"
-        found = self._call(
+        return self._items(
             self.core.list_namespaced_pod,
             f"listing the pods of Job {job['metadata']['name']!r}",
-            self.namespace,
-            label_selector=selector,
+            selector,
         )
-        return found.get("items") or []
 
     def managed_jobs(self) -> list[dict[str, Any]]:
-        found = self._call(
-            self.batch.list_namespaced_job,
-            "listing pman's Jobs",
-            self.namespace,
-            label_selector=MANAGED,
-        )
-        return found.get("items") or []
+        return self._items(self.batch.list_namespaced_job, "listing pman's Jobs", MANAGED)
 
     def managed_pods(self) -> list[dict[str, Any]]:
-        found = self._call(
-            self.core.list_namespaced_pod,
-            "listing pman's pods",
-            self.namespace,
-            label_selector=MANAGED,
-        )
+        return self._items(self.core.list_namespaced_pod, "listing pman's pods", MANAGED)
+
+    def _items(self, method: Any, doing: str, selector: str) -> list[dict[str, Any]]:
+        """The objects a list call with this label selector finds in the namespace."""
+        found = self._call(method, doing, self.namespace, label_selector=selector)
         return found.get("items") or []
 
     def suspend_job(self, name: str) -> None:

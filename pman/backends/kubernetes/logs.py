@@ -88,65 +88,59 @@ class PodLogs:
         options = log_options(tail, since, datetime.now(UTC))
         if options is None:
             return iter([])
-        stop = threading.Event()
+        read = _WorkerLogs(self, job["metadata"]["name"], workers_of(job), follow, options)
+        return LogStream(iter(read), read.abort)
+
+
+class _WorkerLogs:
+    """One stream of a job's workers' logs, which ``abort`` ends from any thread."""
+
+    def __init__(
+        self, logs: PodLogs, name: str, workers: int, follow: bool, options: dict[str, Any]
+    ) -> None:
+        self.kube = logs.kube
+        self.pending_timeout = logs.pending_timeout
+        self.name = name
+        self.workers = workers
+        self.follow = follow
+        self.options = options
+        self.stop = threading.Event()
         #: the pod log being read, which an abort interrupts
-        reading: list[urllib3.HTTPResponse] = []
+        self.reading: list[urllib3.HTTPResponse] = []
 
-        def abort() -> None:
-            stop.set()
-            for response in list(reading):
-                shutdown_response(response)
+    def abort(self) -> None:
+        self.stop.set()
+        for response in list(self.reading):
+            shutdown_response(response)
 
-        name = job["metadata"]["name"]
-        chunks = self._workers(name, workers_of(job), follow, options, stop, reading)
-        return LogStream(chunks, abort)
-
-    def _workers(
-        self,
-        name: str,
-        workers: int,
-        follow: bool,
-        options: dict[str, Any],
-        stop: threading.Event,
-        reading: list[urllib3.HTTPResponse],
-    ) -> Iterator[bytes]:
-        for i in range(1, workers + 1) if workers > 1 else [None]:
+    def __iter__(self) -> Iterator[bytes]:
+        for i in range(1, self.workers + 1) if self.workers > 1 else [None]:
             pod = None
             while True:
-                job = self.kube.owned_job(name)
+                job = self.kube.owned_job(self.name)
                 if job is None:
                     return  # deleted meanwhile
                 pods = newest_pods(self.kube.pods_of(job))
                 pod = pods.get(i if i is not None else min(pods, default=0))
-                if pod is not None or not follow or self._ended(job, pods):
+                if pod is not None or not self.follow or self._ended(job, pods):
                     break
-                if stop.wait(FOLLOW_POLL_S):
+                if self.stop.wait(FOLLOW_POLL_S):
                     return
             if pod is None:
                 continue
             prefix = f"[worker {i}] ".encode() if i is not None else b""
-            yield from self._pod_log(
-                pod["metadata"]["name"], prefix, follow, options, stop, reading
-            )
+            yield from self._pod_log(pod["metadata"]["name"], prefix)
 
     def _ended(self, job: dict[str, Any], pods: dict[int, dict[str, Any]]) -> bool:
         now = datetime.now(UTC)
         return job_state(job, list(pods.values()), self.pending_timeout, now).state.finished
 
-    def _pod_log(
-        self,
-        pod: str,
-        prefix: bytes,
-        follow: bool,
-        options: dict[str, Any],
-        stop: threading.Event,
-        reading: list[urllib3.HTTPResponse],
-    ) -> Iterator[bytes]:
-        response = self.kube.open_pod_log(pod, follow, options, stop)
+    def _pod_log(self, pod: str, prefix: bytes) -> Iterator[bytes]:
+        response = self.kube.open_pod_log(pod, self.follow, self.options, self.stop)
         if response is None:
             return
-        reading[:] = [response]
-        if stop.is_set():  # aborted while it was being opened
+        self.reading[:] = [response]
+        if self.stop.is_set():  # aborted while it was being opened
             shutdown_response(response)
         try:
             with self.kube.errors.doing(f"streaming the logs of pod {pod!r}"):
