@@ -114,7 +114,7 @@ class _WorkerLogs:
             shutdown_response(response)
 
     def __iter__(self) -> Iterator[bytes]:
-        for i in range(1, self.workers + 1) if self.workers > 1 else [None]:
+        for i in range(self.workers) if self.workers > 1 else [None]:
             pod = None
             while True:
                 job = self.kube.owned_job(self.name)

@@ -124,3 +124,12 @@ def test_an_aborted_stream_ends_without_reading_on() -> None:
     assert isinstance(stream, LogStream)
     stream.abort()
     assert list(stream) == []
+
+
+def test_several_workers_logs_stream_from_worker_0_on() -> None:
+    # worker indexes are the Job's completion indexes, 0..N-1: the stream once
+    # began at 1, leaving out worker 0 and waiting for a worker N that never comes
+    pods = [pod("Succeeded", 1), pod("Succeeded", 0)]
+    kube = FakeKube(2, pods, {"job-1-0-abcde": "a\n", "job-1-1-abcde": "b\n"})
+    stream = PodLogs(kube, 60).stream(kube.job)
+    assert b"".join(stream) == b"[worker 0] a\n[worker 1] b\n"
