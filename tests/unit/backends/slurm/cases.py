@@ -145,14 +145,13 @@ CASES: dict[str, Case] = {
 
 def render(case: Case) -> tuple[str, list[str]]:
     """The batch script and sbatch options of ``case`` as the code makes them now."""
-    from pman.backends.slurm import build_script, sbatch_options
+    from pman.backends.slurm.config import from_settings
+    from pman.backends.slurm.script import build_script, sbatch_options
     from pman.settings import load_settings
 
-    settings = load_settings(environment(case))
+    config = from_settings(load_settings(environment(case)))
     job_dir = Path(case.job_dir)
-    return build_script(spec(case), settings, job_dir), sbatch_options(
-        spec(case), settings, job_dir
-    )
+    return build_script(spec(case), config, job_dir), sbatch_options(spec(case), config, job_dir)
 
 
 def write_fixtures() -> None:
