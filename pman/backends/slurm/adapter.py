@@ -20,7 +20,8 @@ from pman.backends.kit.errors import ErrorTranslator
 from pman.backends.kit.files import tail_lines
 from pman.backends.slurm import errors
 from pman.backends.slurm.client import QueueRow, SlurmClient
-from pman.backends.slurm.config import SlurmConfig, from_settings
+from pman.backends.slurm.config import SlurmConfig
+from pman.backends.slurm.config import from_settings as config_from_settings
 from pman.backends.slurm.jobdir import JobFolders
 from pman.backends.slurm.runner import LocalRunner, SlurmCommandError
 from pman.backends.slurm.script import build_script, refusal, sbatch_options
@@ -61,7 +62,7 @@ class SlurmBackend(Backend):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SlurmBackend:
-        config = from_settings(settings)
+        config = config_from_settings(settings)
         runner = LocalRunner(
             bin_dir=config.bin_dir, timeout=config.engine_timeout, conf=config.conf
         )
