@@ -330,7 +330,7 @@ def test_slurm_cancel_keeps_the_job_folder_and_follow_ends(
     resp = _cancel(pman, jid)
     assert resp.status_code == 200, resp.text
     assert (resp.json()["status"], resp.json()["message"]) == ("finishedWithError", "cancelled")
-    jobdir = pman.service.backend._dir(jid)
+    jobdir = pman.service.settings.slurm_job_dir / jid
     assert (jobdir / "log").exists()
     _until(lambda: pman.service.backend.get(jid).state.finished, "SLURM ended the job", 60)
     pman.service.tracker.run_once()

@@ -308,3 +308,47 @@ def test_podman_runtime_runs_and_cancels(make_pman: Callable[..., Pman]) -> None
     )
     assert p.delete(jid).status_code == 204
     wait_for(lambda: podman_containers(jid) == [], 60, "the container's removal")
+
+
+@pytest.mark.parametrize(
+    ("runtime", "change", "field"),
+    [
+        # apptainer passes env through APPTAINERENV_<name>: a name must be a variable's
+        ("apptainer", {"env": ["NOT-A-NAME=1"]}, "env"),
+        # docker's -v cannot bind-mount a folder whose path has a ':'
+        ("docker", {"input_dir": "in:put"}, "input_dir"),
+    ],
+)
+def test_a_job_the_script_cannot_express_is_refused_before_it_is_recorded(
+    make_pman: Callable[..., Pman], runtime: str, change: dict[str, Any], field: str
+) -> None:
+    # --begin keeps the first job pending in SLURM: it holds pman's one running place
+    p = make_pman(
+        "slurm",
+        SLURM_CONTAINER_RUNTIME=runtime,
+        PMAN_MAX_RUNNING="1",
+        SLURM_EXTRA_OPTIONS="--begin=now+1hour",
+    )
+    (p.storebase / "in:put").mkdir()
+    (p.storebase / "in:put" / "data.txt").write_text("some data\n")
+
+    def refused() -> None:
+        bad = p.body(**change)
+        resp = p.post(bad)
+        assert resp.status_code == 400, resp.text
+        assert set(resp.json()["fields"]) == {field}, resp.json()
+        assert p.get(bad["jid"]).status_code == 404  # never recorded
+        assert not job_dir(p, bad["jid"]).exists()
+        assert squeue(bad["jid"]) == []
+
+    refused()
+    holder, waiting = p.body(), p.body()
+    assert p.post(holder).status_code == 201
+    resp = p.post(waiting)
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["status"] == "notstarted"
+    assert resp.json()["message"].startswith("queued by pman"), resp.json()
+    # with pman's queue full, such a job would have waited in it: refused all the same
+    refused()
+    for jid in (waiting["jid"], holder["jid"]):
+        assert p.delete(jid).status_code == 204

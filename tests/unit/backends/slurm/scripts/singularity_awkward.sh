@@ -1,0 +1,42 @@
+#!/bin/bash
+# pman job my.job_2-x: 4 worker(s), container runtime singularity.
+# Written by pman; the job's files are in /var/lib/pman/slurm/jobs/job-1.
+set -u
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+job_dir=/var/lib/pman/slurm/jobs/job-1
+worker=${SLURM_ARRAY_TASK_ID:-1}
+export PMAN_WORKER_INDEX=$worker PMAN_NUMBER_OF_WORKERS=4
+# record(NAME, TEXT): what happened to this worker, for pman
+record() {
+  printf '%s\n' "$2" >"$job_dir/.$1.$worker" && mv -f "$job_dir/.$1.$worker" "$job_dir/$1.$worker"
+}
+child=""
+if ! command -v singularity >/dev/null 2>&1; then
+  echo "pman: singularity is not installed on node $(hostname)" >&2
+  record error "singularity is not installed on node $(hostname)"
+  exit 125
+fi
+# SLURM signals every process of the job; pass it on and end with the command
+on_signal() {
+  trap - TERM INT HUP USR1 USR2 XCPU
+  if [ -n "$child" ]; then kill -TERM "$child" 2>/dev/null; wait "$child" 2>/dev/null; fi
+  exit 143
+}
+trap on_signal TERM INT HUP USR1 USR2 XCPU
+export SINGULARITYENV_A='it'"'"'s $HOME `x`'
+export SINGULARITYENV_B=''
+export SINGULARITYENV_PMAN_WORKER_INDEX="$PMAN_WORKER_INDEX"
+export SINGULARITYENV_PMAN_NUMBER_OF_WORKERS="$PMAN_NUMBER_OF_WORKERS"
+singularity exec \
+  --containall \
+  --cleanenv \
+  --bind '/srv/pman store/key/in:/share/incoming:ro' \
+  --bind '/srv/pman store/key/out:/share/outgoing:rw' \
+  oras://reg/x:1 \
+  tool --say 'it'"'"'s "quoted" $HOME `id` $(id) \ ;|&<>*?[]{}~#!' '--out=/share/outgoing/sub dir' /share/incoming/a /share/outgoingx 'line
+break' '' '--tab	here' 'ünïcødé' </dev/null &
+child=$!
+wait "$child"
+rc=$?
+record exit "$rc"
+exit "$rc"
