@@ -149,10 +149,10 @@ def test_poll_lookup_uses_an_index_whatever_the_history(tmp_path: Path) -> None:
     """The GET path must not scan the table: its cost stays flat with 10,000 records."""
     from sqlalchemy.dialects import sqlite
 
-    from pman.registry import _ACTIVE_BY_JID
+    from pman.registry.schema import ACTIVE_BY_JID
 
     reg = Registry.from_url(f"sqlite:///{tmp_path / 'pman.db'}")
-    sql = str(_ACTIVE_BY_JID.compile(dialect=sqlite.dialect()))
+    sql = str(ACTIVE_BY_JID.compile(dialect=sqlite.dialect()))
     with reg.engine.connect() as conn:
         plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, ("x",)).fetchall()
     assert "USING INDEX jobs_by_jid (jid=? AND active=?)" in str(plan)
