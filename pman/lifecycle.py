@@ -102,6 +102,8 @@ class Reason(StrEnum):
     NOT_SCHEDULED = "not_scheduled"
     EVICTED = "evicted"
     POD_FAILED = "pod_failed"
+    #: Kubernetes: the Job failed and no pod tells why
+    JOB_FAILED = "job_failed"
     #: Kubernetes: the Job is suspended (a cancel)
     SUSPENDED = "suspended"
     #: swarm: the node refused the task
