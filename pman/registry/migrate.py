@@ -61,23 +61,30 @@ class Upgraded:
 
 def upgrade(engine: Engine) -> Upgraded | None:
     """Bring the registry's schema to ``HEAD``; None if it was there already."""
-    with engine.connect() as conn:
-        if _version(conn) == HEAD:
-            return None
-    if engine.dialect.name == "postgresql":
-        with engine.begin() as conn:
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
-            return _upgrade_in(conn)
     if engine.dialect.name == "sqlite":
+        # the look, too, under the lock: a process that opens a new database
+        # file turns on its write-ahead log, which another one opening it at
+        # that moment may find locked
         with _file_lock(engine.url.database):
+            if _at_head(engine):
+                return None
             migrating = _transactional_sqlite(engine)
             try:
                 with migrating.begin() as conn:
                     return _upgrade_in(conn)
             finally:
                 migrating.dispose()
-    with engine.begin() as conn:  # pragma: no cover - pman supports the two above
+    if _at_head(engine):
+        return None
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
         return _upgrade_in(conn)
+
+
+def _at_head(engine: Engine) -> bool:
+    with engine.connect() as conn:
+        return _version(conn) == HEAD
 
 
 def _version(conn: Connection) -> str | None:
