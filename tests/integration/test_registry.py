@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from pman.errors import JobExists, JobNotFound
-from pman.models import JobInfo, JobRequest, JobSpec, JobState
 from pman.lifecycle import Missing, Phase
+from pman.models import JobInfo, JobRequest, JobSpec, JobState
 from pman.registry import Registry, Withdrawing, metadata
 from pman.settings import load_settings
 from pman.storage import Storage
