@@ -103,7 +103,7 @@ def spec_from_record(
     data: Mapping[str, Any], labels: dict[str, str], fingerprint: str, storage: Storage
 ) -> JobSpec:
     """The JobSpec of a job waiting in pman's queue, from what the registry keeps
-    of it (registry._spec_json). Its folders are resolved and confined again:
+    of it (pman.registry.writes.spec_json). Its folders are resolved and confined again:
     STOREBASE may have changed while it waited. Raises InvalidJobSpec."""
     mounts = storage.resolve(data["mounts"]["input_dir"], data["mounts"]["output_dir"])
     return JobSpec(

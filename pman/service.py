@@ -23,18 +23,10 @@ from pman.errors import (
     UnsupportedOption,
 )
 from pman.jobs import build_spec
+from pman.lifecycle import Phase
 from pman.limits import check_request
 from pman.models import JobRequest
-from pman.registry import (
-    QUEUE_REASON,
-    WITHDRAW_REASON,
-    Delivery,
-    Event,
-    JobRecord,
-    Page,
-    Registry,
-    now,
-)
+from pman.registry import Delivery, Event, JobRecord, Page, Registry, Withdrawing, now
 from pman.settings import Settings
 from pman.storage import Storage
 from pman.tracker import Tracker
@@ -108,20 +100,20 @@ class JobService:
             record = self.registry.create(
                 spec, self.backend.name, max_running=self.settings.max_running
             )
+        except Withdrawing as e:
+            raise BackendUnavailable(
+                f"an earlier submission of job {spec.name!r} was answered 503 and is being "
+                "withdrawn: pman removes what the engine may have made of it; try again "
+                "in a few seconds"
+            ) from e
         except JobExists as e:
-            if e.existing is not None and e.existing.reason == WITHDRAW_REASON:
-                raise BackendUnavailable(
-                    f"an earlier submission of job {spec.name!r} was answered 503 and is being "
-                    "withdrawn: pman removes what the engine may have made of it; try again "
-                    "in a few seconds"
-                ) from e
             if e.existing is not None and e.existing.fingerprint == spec.fingerprint:
                 return Submitted(self.registry.active(spec.name), created=False)
             raise JobExists(
                 f"job {spec.name!r} exists already with a different request; "
                 "delete it first or use another jid"
             ) from e
-        if record.reason == QUEUE_REASON:
+        if record.phase is Phase.QUEUED:
             # the engine is at PMAN_MAX_RUNNING: the tracker starts it in its turn
             self.tracker.wake()
             log.info("job %s queued: %s", spec.name, record.message)
@@ -182,7 +174,7 @@ class JobService:
     def _visible(self, jid: str, with_labels: bool = True) -> JobRecord:
         """The active job of ``jid``; a withdrawn submission is no job."""
         record = self.registry.active(jid, with_labels=with_labels)
-        if record.reason == WITHDRAW_REASON:
+        if record.phase is Phase.WITHDRAWN:
             raise JobNotFound(f"no job named {jid!r} (its submission was refused)")
         return record
 
@@ -231,7 +223,7 @@ class JobService:
         if not self.settings.remove_jobs:
             log.info("job %s not deleted: REMOVE_JOBS=no", jid)
             return
-        if record.reason == QUEUE_REASON and self.registry.dequeue(record.id):
+        if record.phase is Phase.QUEUED and self.registry.dequeue(record.id):
             # it never reached the engine; those behind it move up
             self.registry.refresh_queue_messages(self.backend.name, self.settings.max_running)
             log.info("job %s deleted from pman's queue", jid)
@@ -271,7 +263,7 @@ class JobService:
             info = self.backend.get(jid)
         except JobNotFound:
             info = None
-            if record.message == "submitting":
+            if record.phase is Phase.ACCEPTED:
                 # its POST is on its way to the engine: cancelling now would
                 # let the job start after the record says it was cancelled
                 raise JobExists(

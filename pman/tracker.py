@@ -40,8 +40,9 @@ from pman.backends.base import Backend, ChangeStream
 from pman.errors import BackendUnavailable, JobExists, JobNotFound, PmanError
 from pman.jobs import spec_from_record
 from pman.labels import LABEL_AUID, LABEL_INSTANCE, LABEL_MANAGED
+from pman.lifecycle import Missing, Phase, StartFailed
 from pman.models import JobInfo, JobState
-from pman.registry import QUEUE_REASON, WITHDRAW_REASON, JobRecord, Registry
+from pman.registry import JobRecord, Registry
 from pman.settings import Settings
 from pman.storage import Storage
 from pman.telemetry import job_context
@@ -380,7 +381,7 @@ class Tracker:
             live = {info.name: info for info in self.backend.list_active()}
             report.engine_calls += 1
             for record in records:
-                if record.reason in (QUEUE_REASON, WITHDRAW_REASON):
+                if record.phase in (Phase.QUEUED, Phase.WITHDRAWN):
                     continue  # not on the engine yet; or no job any more
                 info = live.get(record.jid)
                 with job_context(record.jid):
@@ -388,10 +389,10 @@ class Tracker:
                 if info is not None and info.state is JobState.RUNNING:
                     running[record.id] = record.jid
         self._running = running
-        withdrawn = [r for r in records if r.reason == WITHDRAW_REASON]
+        withdrawn = [r for r in records if r.phase is Phase.WITHDRAWN]
         if withdrawn and time.monotonic() - self._last_withdraw >= WITHDRAW_EVERY_S:
             self._withdraw(withdrawn, report)
-        if any(r.reason == QUEUE_REASON for r in records):
+        if any(r.phase is Phase.QUEUED for r in records):
             self._start_queued(report)
         self.last_report = report
         log.debug(
@@ -438,14 +439,14 @@ class Tracker:
                 output.rmdir()  # only if empty: never a folder with data in it
 
     def _follow(
-        self, record: Any, live: JobInfo | None, report: CycleReport, told: bool = False
+        self, record: JobRecord, live: JobInfo | None, report: CycleReport, told: bool = False
     ) -> None:
         # an engine event about the job (``told``) means ask it: its list may
         # not show the change yet (Docker updates the list after the event)
         if live is not None and live.state is record.state and not told:
             return
         young = (datetime.now(UTC) - record.submitted_at).total_seconds() < SUBMIT_GRACE_S
-        if live is None and record.message == "submitting" and young:
+        if live is None and record.phase is Phase.ACCEPTED and young:
             return  # its POST has not reached the engine yet
         try:
             info = self.backend.get(record.jid)
@@ -453,20 +454,8 @@ class Tracker:
         except JobNotFound:
             if young:
                 return
-            never_started = record.message == "submitting"
-            self.registry.record(
-                record.id,
-                JobInfo(
-                    name=record.jid,
-                    state=JobState.SYSTEM_ERROR,
-                    reason="never_submitted" if never_started else "vanished",
-                    message=(
-                        "pman stopped before the job reached the engine"
-                        if never_started
-                        else "the job disappeared from the engine (removed outside pman?)"
-                    ),
-                ),
-            )
+            # never submitted (pman stopped first), or vanished: the lifecycle says which
+            self.registry.report(record.id, Missing())
             report.vanished += 1
             return
         logs = None
@@ -507,15 +496,7 @@ class Tracker:
 
         def fail(message: str) -> None:
             log.warning("tracker: could not start queued job %s: %s", jid, message)
-            self.registry.record(
-                record.id,
-                JobInfo(
-                    name=jid,
-                    state=JobState.SYSTEM_ERROR,
-                    reason="start_failed",
-                    message=f"could not start it from pman's queue: {message}",
-                ),
-            )
+            self.registry.report(record.id, StartFailed(message=message))
 
         try:
             data, labels, fingerprint = self.registry.queued_spec(record.id)

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from pman.errors import JobExists, JobNotFound
+from pman.lifecycle import Missing, Phase
 from pman.models import JobInfo, JobRequest, JobSpec, JobState
-from pman.registry import Registry, metadata
+from pman.registry import Registry, Withdrawing, metadata
 from pman.settings import load_settings
 from pman.storage import Storage
 from pman.tracker import FileLock, PostgresAdvisoryLock, leader_lock_for
@@ -149,10 +150,10 @@ def test_poll_lookup_uses_an_index_whatever_the_history(tmp_path: Path) -> None:
     """The GET path must not scan the table: its cost stays flat with 10,000 records."""
     from sqlalchemy.dialects import sqlite
 
-    from pman.registry import _ACTIVE_BY_JID
+    from pman.registry.schema import ACTIVE_BY_JID
 
     reg = Registry.from_url(f"sqlite:///{tmp_path / 'pman.db'}")
-    sql = str(_ACTIVE_BY_JID.compile(dialect=sqlite.dialect()))
+    sql = str(ACTIVE_BY_JID.compile(dialect=sqlite.dialect()))
     with reg.engine.connect() as conn:
         plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, ("x",)).fetchall()
     assert "USING INDEX jobs_by_jid (jid=? AND active=?)" in str(plan)
@@ -274,3 +275,36 @@ def test_a_users_cancel_is_final(registry: Registry, tmp_path: Path) -> None:
     registry.record(done.id, info("ended", JobState.SUCCEEDED, exit_code=0))
     assert not registry.mark_cancelled(done.id, datetime.now(UTC) + timedelta(seconds=1))
     assert registry.get(done.id).state is JobState.SUCCEEDED
+
+
+def test_each_write_moves_the_phase(registry: Registry, tmp_path: Path) -> None:
+    """The phase, not the client-visible columns, says where pman has got with a job."""
+    rec = registry.create(spec(tmp_path, jid="p"), "docker")
+    assert (rec.phase, rec.message) == (Phase.ACCEPTED, "submitting")
+    assert registry.pending_deliveries() == [], "no webhook target configured"
+    registry.record(rec.id, info("p", JobState.RUNNING))
+    assert registry.get(rec.id).phase is Phase.ON_ENGINE
+    assert registry.mark_cancelled(rec.id, datetime.now(UTC))
+    assert registry.get(rec.id).phase is Phase.CANCELLED
+    assert not registry.report(rec.id, Missing()), "a cancelled job stays cancelled"
+    registry.mark_deleted(rec.id)
+    gone = registry.get(rec.id)
+    assert (gone.phase, gone.active, gone.state) == (Phase.DELETED, False, JobState.CANCELLED)
+    # a withdrawn submission keeps its jid taken, and is no job
+    w = registry.create(spec(tmp_path, jid="w"), "docker")
+    registry.withdraw(w.id, "withdrawn: the engine did not answer")
+    assert registry.get(w.id).phase is Phase.WITHDRAWN
+    assert "w" not in [r.jid for r in registry.list(include_deleted=True).records]
+    with pytest.raises(Withdrawing):
+        registry.create(spec(tmp_path, jid="w"), "docker")
+    # pman's queue
+    first = registry.create(spec(tmp_path, jid="q-1"), "local", max_running=1)
+    waiting = registry.create(spec(tmp_path, jid="q-2"), "local", max_running=1)
+    assert (first.phase, waiting.phase) == (Phase.ACCEPTED, Phase.QUEUED)
+    registry.record(first.id, info("q-1", JobState.SUCCEEDED, exit_code=0))
+    claimed = registry.claim_next("local", 1)
+    assert claimed is not None and claimed.phase is Phase.ACCEPTED
+    registry.unclaim(claimed.id, "waiting for the engine")
+    assert registry.get(claimed.id).phase is Phase.QUEUED
+    assert registry.dequeue(claimed.id)
+    assert registry.get(claimed.id).phase is Phase.DELETED

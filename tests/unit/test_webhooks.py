@@ -231,6 +231,9 @@ def test_an_older_registry_gets_the_new_column(tmp_path: Path) -> None:
     with registry.engine.begin() as conn:
         conn.exec_driver_sql("DROP INDEX IF EXISTS jobs_one_active_jid")
         conn.exec_driver_sql("ALTER TABLE jobs DROP COLUMN callback_url")
+        # as releases before the migrations made it: no version table, no phase
+        conn.exec_driver_sql("DROP TABLE pman_alembic_version")
+        conn.exec_driver_sql("ALTER TABLE jobs DROP COLUMN phase")
     registry.close()
     registry = Registry.from_url(url)
     with registry.engine.connect() as conn:

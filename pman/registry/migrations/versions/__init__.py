@@ -1,0 +1,1 @@
+"""The registry's revisions, oldest first: each one file, each applied once."""
