@@ -13,9 +13,18 @@ import requests
 from pman.backends import load_backend
 from pman.backends.swarm import SwarmBackend
 from pman.backends.swarm.config import SwarmConfig
-from pman.errors import BackendUnavailable, ConfigError, InvalidJobSpec, UnsupportedOption
+from pman.errors import (
+    BackendError,
+    BackendUnavailable,
+    ConfigError,
+    InvalidJobSpec,
+    JobExists,
+    JobNotFound,
+    UnsupportedOption,
+)
 from pman.models import JobSpec, Mounts, Resources
 from pman.settings import load_settings
+from tests.unit.backends.docker.scripted import ScriptedAPI, api_error
 from tests.unit.backends.swarm.test_manifest import node
 
 _MIB = 1024 * 1024
@@ -179,3 +188,131 @@ def test_engine_saying_not_a_manager_is_unavailable(tmp_path: Path) -> None:
         errors.doing("creating service 'x'"),
     ):
         raise e
+
+
+def service(name: str = "job-1") -> dict[str, Any]:
+    return {
+        "ID": "svc1",
+        "Version": {"Index": 7},
+        "CreatedAt": "2026-11-23T09:59:00Z",
+        "Spec": {
+            "Name": name,
+            "Labels": {"org.chrisproject.pman": "true"},
+            "Mode": {"Replicated": {"Replicas": 1}},
+            "TaskTemplate": {"Resources": {"Limits": {"MemoryBytes": 32 * _MIB}}},
+        },
+    }
+
+
+def killed_task() -> dict[str, Any]:
+    status = {
+        "State": "failed",
+        "Message": "started",
+        "Timestamp": "2026-11-23T10:00:00Z",
+        "ContainerStatus": {"ExitCode": 137, "ContainerID": "c1"},
+    }
+    return {"ID": "t1", "Slot": 1, "CreatedAt": "2026-11-23T09:59:01Z", "Status": status}
+
+
+def test_a_worker_killed_for_memory_is_oom_killed(tmp_path: Path) -> None:
+    api = ScriptedAPI(
+        inspect_service=[service()],
+        tasks=[[killed_task()]],
+        inspect_container=[{"State": {"OOMKilled": True}}],
+    )
+    info = backend(tmp_path, api).get("job-1")
+    assert api.calls == ["inspect_service", "tasks", "inspect_container"]
+    assert info.reason == "oom_killed"
+    assert info.message == "killed: out of memory (memory_limit 32 MiB), exit code 137"
+    # a container on another node (not found here) leaves the likely cause
+    api = ScriptedAPI(
+        inspect_service=[service()],
+        tasks=[[killed_task()]],
+        inspect_container=[api_error(docker.errors.NotFound, 404)],
+    )
+    assert backend(tmp_path, api).get("job-1").reason == "killed"
+
+
+def test_services_pman_did_not_make_are_no_jobs(tmp_path: Path) -> None:
+    stranger = service()
+    stranger["Spec"]["Labels"] = {}
+    by_prefix = service("job-1-other")  # inspect matches id prefixes too
+    api = ScriptedAPI(
+        inspect_service=[stranger, by_prefix, api_error(docker.errors.NotFound, 404), stranger]
+    )
+    b = backend(tmp_path, api)
+    for _ in range(3):
+        with pytest.raises(JobNotFound) as e:
+            b.get("job-1")
+        assert e.value.message == "no job named 'job-1' on the Docker swarm manager"
+    b.delete("job-1")
+    assert "remove_service" not in api.calls
+
+
+def test_a_taken_service_name_is_job_exists(tmp_path: Path) -> None:
+    api = ScriptedAPI(
+        create_service=[api_error(docker.errors.APIError, 409)],
+        inspect_service=[service()],
+        tasks=[[]],
+    )
+    with pytest.raises(JobExists) as e:
+        backend(tmp_path, api).submit(spec(tmp_path))
+    assert e.value.message == "a service named 'job-1' exists already"
+    assert e.value.existing is not None and e.value.existing.name == "job-1"
+
+
+def test_delete_removes_the_service_and_its_containers_here(tmp_path: Path) -> None:
+    api = ScriptedAPI(
+        inspect_service=[service()],
+        remove_service=[api_error(docker.errors.NotFound, 404)],
+        containers=[[{"Id": "c1"}, {"Id": "c2"}, {"Id": "c3"}]],
+        # gone meanwhile, being removed by the swarm already: both fine
+        remove_container=[
+            api_error(docker.errors.NotFound, 404),
+            api_error(docker.errors.APIError, 409),
+        ],
+    )
+    backend(tmp_path, api).delete("job-1")
+    assert api.calls == [
+        "inspect_service",
+        "remove_service",
+        "containers",
+        "remove_container",
+        "remove_container",
+        "remove_container",
+    ]
+    api = ScriptedAPI(
+        inspect_service=[service()],
+        containers=[[{"Id": "c1"}]],
+        remove_container=[api_error(docker.errors.APIError, 500)],
+    )
+    with pytest.raises(BackendError, match="removing a container of 'job-1'"):
+        backend(tmp_path, api).delete("job-1")
+
+
+def test_cancel_scales_to_zero_unless_finished(tmp_path: Path) -> None:
+    running = dict(killed_task(), Status={"State": "running", "Timestamp": "2026-11-23T10:00:00Z"})
+    api = ScriptedAPI(inspect_service=[service()], tasks=[[running]])
+    backend(tmp_path, api).cancel("job-1")
+    assert api.calls == ["inspect_service", "tasks", "update_service"]
+    api = ScriptedAPI(inspect_service=[service()], tasks=[[killed_task()]])
+    backend(tmp_path, api).cancel("job-1")
+    assert "update_service" not in api.calls
+
+
+def test_list_active_is_the_containers_list_it_always_was(tmp_path: Path) -> None:
+    """Kept from when this backend inherited the docker backend's: one call
+    listing pman's unfinished containers (the tasks' containers)."""
+    api = ScriptedAPI(containers=[[]])
+    assert backend(tmp_path, api).list_active() == []
+    assert api.calls == ["containers"]
+
+
+def test_events_of_containers_and_services(tmp_path: Path) -> None:
+    stream = [
+        {"Type": "service", "Action": "update", "Actor": {"Attributes": {"name": "job-1"}}},
+        {"Type": "service", "Action": "remove", "Actor": {"Attributes": {"name": "job-1"}}},
+        {"Type": "container", "Action": "die", "Actor": {"Attributes": {"name": "x"}}},
+    ]
+    api = ScriptedAPI(events=[iter(stream)])
+    assert list(backend(tmp_path, api).watch()) == ["", "job-1"]

@@ -16,8 +16,8 @@ from pman.backends.swarm.manifest import (
     task_template,
 )
 from pman.errors import UnsupportedOption
-from pman.models import JobSpec, Mounts, Resources
 from pman.settings import load_settings
+from tests.unit.backends.docker.test_manifest import job as docker_job
 
 
 def test_nfs_mount_options() -> None:
@@ -72,17 +72,7 @@ def test_escape_template() -> None:
 # ---- hardening options given to the engine (moved from tests/unit/test_limits.py,
 # test_docker_and_swarm_confinement_options: the docker half is in ../docker/test_manifest.py)
 def test_swarm_confinement_options(tmp_path: Path) -> None:
-    job = JobSpec(
-        name="job-1",
-        image="img",
-        command=["copyplugin", "/share/outgoing"],
-        env=[],
-        resources=Resources(1, 500, 64, 0),
-        mounts=Mounts("in", "out", tmp_path / "in", tmp_path / "out"),
-        plugin_type="fs",
-        auid="chris",
-        fingerprint="f",
-    )
+    job = docker_job(tmp_path)
     for env, added, read_only in (
         ({}, None, False),
         ({"PMAN_CAP_ADD": "chown", "PMAN_READ_ONLY_ROOTFS": "yes"}, ["CAP_CHOWN"], True),

@@ -8,7 +8,15 @@ from typing import Any
 
 import pytest
 
-from pman.backends.swarm.state import TASK_STATES, job_info, job_state
+from pman.backends.swarm.state import (
+    CHANGED_EVENTS,
+    TASK_STATES,
+    job_info,
+    job_of_event,
+    job_state,
+    killed_containers,
+    oom_killed,
+)
 from pman.models import JobState
 
 NOW = datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC)
@@ -121,3 +129,33 @@ def test_job_info_from_service_and_tasks() -> None:
     assert info.name == "job-1" and info.native_id == "svc1" and info.fingerprint == "f"
     assert info.command == ["copyplugin", "/out"] and info.image == "img"
     assert info.finished_at is not None and info.created_at is not None
+
+
+def test_oom_killed_upgrades_a_killed_worker() -> None:
+    killed = task("failed", 2, Message="started", ContainerStatus={"ExitCode": 137})
+    killed["Status"]["ContainerStatus"]["ContainerID"] = "c2"
+    assert killed_containers([task("complete", 1), killed]) == ["c2"]
+    service = {
+        "ID": "svc1",
+        "Spec": {
+            "Name": "job-1",
+            "Mode": {"Replicated": {"Replicas": 2}},
+            "TaskTemplate": {"Resources": {"Limits": {"MemoryBytes": 32 * _MIB}}},
+        },
+    }
+    info = job_info(service, [task("complete", 1), killed], 60, NOW)
+    assert info.reason == "killed" and info.message.startswith("worker 2: killed by SIGKILL")
+    oom = oom_killed(info, service)
+    assert (oom.reason, oom.state) == ("oom_killed", JobState.FAILED)
+    assert oom.message == "worker 2: killed: out of memory (memory_limit 32 MiB), exit code 137"
+
+
+def test_events_name_jobs() -> None:
+    def event(kind: str, **attributes: str) -> dict[str, Any]:
+        return {"Type": kind, "Action": "die", "Actor": {"Attributes": attributes}}
+
+    ours = {"org.chrisproject.pman": "true", "com.docker.swarm.service.name": "job-1"}
+    assert job_of_event(event("container", name="job-1.1.xyz", **ours)) == "job-1"
+    assert job_of_event(event("container", name="other")) is None
+    assert job_of_event(event("service", name="job-1")) == "job-1"
+    assert "update" in CHANGED_EVENTS and "start" in CHANGED_EVENTS
