@@ -23,6 +23,7 @@ from pman.backends.docker.config import DockerConfig
 from pman.backends.docker.engine import DockerEngine
 from pman.backends.docker.errors import name_taken, start_refusal
 from pman.backends.docker.state import (
+    ACTIVE_STATUSES,
     CHANGED_EVENTS,
     job_info_from_inspect,
     job_info_from_summary,
@@ -51,7 +52,7 @@ class DockerBackend(Backend):
     #: whether the engine reliably sets State.OOMKilled
     oom_reported: ClassVar[bool] = True
     #: the unfinished states, as the engine's list ``status`` filter spells them
-    active_status_filter: ClassVar[tuple[str, ...]] = ("created", "running", "paused", "restarting")
+    active_status_filter: ClassVar[tuple[str, ...]] = ACTIVE_STATUSES
 
     def __init__(self, config: DockerConfig, api: docker.APIClient) -> None:
         self.config = config

@@ -33,6 +33,9 @@ DOCKER_STATES: dict[str, JobState | None] = {
     "dead": JobState.SYSTEM_ERROR,
 }
 
+#: the unfinished statuses, as Docker's list ``status`` filter spells them
+ACTIVE_STATUSES = ("created", "running", "paused", "restarting")
+
 _MIB = 1024 * 1024
 
 #: statuses of a container that was created and not started yet

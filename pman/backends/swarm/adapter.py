@@ -18,7 +18,11 @@ from docker.types import ServiceMode, TaskTemplate
 from pman.backends.base import Backend, ChangeStream
 from pman.backends.docker.engine import DockerEngine
 from pman.backends.docker.errors import name_taken
-from pman.backends.docker.state import job_info_from_summary, never_started_after
+from pman.backends.docker.state import (
+    ACTIVE_STATUSES,
+    job_info_from_summary,
+    never_started_after,
+)
 from pman.backends.swarm import manifest
 from pman.backends.swarm.config import SwarmConfig
 from pman.backends.swarm.state import (
@@ -35,8 +39,6 @@ from pman.settings import Settings
 
 #: the label Docker puts on a task's container naming its service's id
 SERVICE_ID_LABEL = "com.docker.swarm.service.id"
-#: the container states the docker backend counts as unfinished
-_ACTIVE_CONTAINERS = ["created", "running", "paused", "restarting"]
 
 
 class SwarmBackend(Backend):
@@ -231,10 +233,9 @@ class SwarmBackend(Backend):
         inherited from the docker backend): pman's unfinished CONTAINERS, the
         tasks' containers, whose names are not job names; so the tracker asks
         ``get`` about every unfinished job each cycle."""
+        filters = {"label": f"{LABEL_MANAGED}=true", "status": list(ACTIVE_STATUSES)}
         with self.errors.doing("listing pman's containers"):
-            found = self.api.containers(
-                all=True, filters={"label": f"{LABEL_MANAGED}=true", "status": _ACTIVE_CONTAINERS}
-            )
+            found = self.api.containers(all=True, filters=filters)
         after = never_started_after(self.config.engine.timeout)
         return [job_info_from_summary(c, after) for c in found]
 
