@@ -127,6 +127,31 @@ def test_several_workers_are_refused(cpman: Pman) -> None:
     assert cpman.container(body["jid"]) is None
 
 
+def test_a_job_the_backend_can_never_run_is_refused_before_it_is_recorded(
+    make_pman: Callable[..., Pman], backend: str
+) -> None:
+    """Backend.check: a 400 naming the field, nothing recorded, nothing on the
+    engine; also when the job would have waited in pman's queue."""
+    refused = [{"number_of_workers": 2}]
+    if backend == "podman":
+        refused.append({"gpu_limit": 1})
+    p = make_pman(backend, PMAN_MAX_RUNNING="1")
+    running = p.body("sleeper", args=["30"], type="fs")
+    for queue_full in (False, True):
+        if queue_full:  # from now on a job pman accepts waits in its queue
+            assert p.post(running).json()["status"] == "started"
+            waiting = p.body()
+            assert p.post(waiting).json()["status"] == "notstarted"
+        for fields in refused:
+            body = p.body(**fields)
+            resp = p.post(body)
+            assert resp.status_code == 400, resp.text
+            assert set(fields) <= set(resp.json()["fields"]), resp.json()
+            assert p.get(body["jid"]).status_code == 404, "recorded all the same"
+            assert p.container(body["jid"]) is None
+    assert p.delete(running["jid"]).status_code == 204
+
+
 def test_remove_jobs_no_keeps_the_container(make_pman: Callable[..., Pman], backend: str) -> None:
     p = make_pman(backend, REMOVE_JOBS="no")
     body = p.body()

@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from pman.backends.docker import LineMerger, demultiplex, demultiplex_stream
+from pman.backends.docker.logs import LineMerger, demultiplex, demultiplex_stream
 
 OUT, ERR = 1, 2
 
@@ -131,3 +131,14 @@ def test_the_merger_is_bounded() -> None:
     for _ in range(100):
         merger.feed(OUT, b"x" * 64)
         assert sum(len(h) for h in merger._held.values()) <= 1000 + 64
+
+
+# moved from tests/unit/test_states.py
+def test_demultiplex_log_frames() -> None:
+    def frame(stream: int, payload: bytes) -> bytes:
+        return bytes([stream, 0, 0, 0]) + len(payload).to_bytes(4, "big") + payload
+
+    data = frame(1, b"out 1\n") + frame(2, b"err\n") + frame(1, b"out 2\n")
+    assert demultiplex(data) == b"out 1\nerr\nout 2\n"
+    assert demultiplex(b"") == b""
+    assert demultiplex(b"plain tty text\n") == b"plain tty text\n"

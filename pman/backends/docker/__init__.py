@@ -1,0 +1,16 @@
+"""Jobs as containers on a Docker engine or Podman's Docker-compatible service.
+
+- :mod:`.config`: what the backends read from pman's settings
+- :mod:`.state`: a container's state from the engine's answers (pure)
+- :mod:`.manifest`: a job as a container create request (pure)
+- :mod:`.logs`: stdout and stderr frames merged a whole line at a time (pure)
+- :mod:`.errors`: the docker SDK's errors as pman errors, in one function
+- :mod:`.events`: the engine's event stream as job names
+- :mod:`.engine`: one Engine API endpoint (the swarm backend holds one too)
+- :mod:`.adapter`: the docker and podman backends
+"""
+
+from pman.backends.docker.adapter import DockerBackend, PodmanBackend
+from pman.backends.docker.state import parse_engine_time
+
+__all__ = ["DockerBackend", "PodmanBackend", "parse_engine_time"]
