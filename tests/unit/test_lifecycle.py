@@ -426,7 +426,7 @@ def _literal_reasons(tree: ast.AST) -> set[str]:
 def test_every_reason_a_backend_gives_is_a_reason_member() -> None:
     from pman.backends.kubernetes.state import STUCK_REASONS
     from pman.backends.slurm.state import SLURM_STATES
-    from pman.backends.swarm import TASK_STATES
+    from pman.backends.swarm.state import TASK_STATES
 
     given: set[str] = set()
     for path in sorted(BACKENDS.rglob("*.py")):
