@@ -1,4 +1,4 @@
-"""Local jobs run confined (pman.backends.local_sandbox, local_cgroup): from
+"""Local jobs run confined (pman.backends.local.sandbox, .cgroup): from
 INSIDE real jobs of a real ``pman serve``, through its HTTP API, each escape
 the issue found is tried and must fail, while the job's own folders work.
 
@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import requests
 
-from pman.backends import local_cgroup
+from pman.backends.local import cgroup as local_cgroup
 from tests.helpers import job_body, start_server
 from tests.integration.conftest import Pman, engine_missing
 
@@ -373,7 +373,7 @@ def _python_for(uid: int) -> tuple[str, dict[str, str]] | None:
         env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": paths}
         try:
             check = subprocess.run(
-                [python, "-c", "import pman.backends.local, granian"],
+                [python, "-c", "import pman.backends.local.adapter, granian"],
                 env=env,
                 user=uid,
                 group=uid,
