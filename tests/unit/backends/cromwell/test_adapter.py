@@ -78,6 +78,14 @@ def test_env_names_the_shell_cannot_set_are_refused(tmp_path: Path) -> None:
     assert "env" in e.value.fields and "NOT-OK" in e.value.message
 
 
+def test_check_refuses_without_asking_the_server(tmp_path: Path) -> None:
+    b = backend(tmp_path, FakeSession())  # any call would fail the test
+    with pytest.raises(UnsupportedOption) as e:
+        b.check(spec(tmp_path, env=["OK=1", "1BAD=2"]))
+    assert "env" in e.value.fields and "'1BAD'" in e.value.message
+    b.check(spec(tmp_path, workers=3))
+
+
 @pytest.mark.parametrize(
     ("status", "calls"),
     [
