@@ -1,4 +1,5 @@
-"""The local backend's job folders, without running a job."""
+"""The local backend: what it refuses before submitting, and a job folder's logs, without
+running a job."""
 
 from __future__ import annotations
 
@@ -7,22 +8,10 @@ from typing import Any
 
 import pytest
 
-from pman.backends.kit.files import tail_lines
 from pman.backends.local import LocalBackend
 from pman.backends.local.cgroup import CgroupSupport
 from pman.errors import BackendUnavailable, JobNotFound, UnsupportedOption
 from pman.models import JobSpec, Mounts, Resources
-
-
-def test_tail_lines(tmp_path: Path) -> None:
-    p = tmp_path / "log"
-    p.write_text("".join(f"{i}\n" for i in range(100000)))
-    assert tail_lines(p, 3) == "99997\n99998\n99999\n"
-    assert tail_lines(p, 0) == ""
-    assert tail_lines(tmp_path / "missing", 5) == ""
-    short = tmp_path / "short"
-    short.write_text("a\nb")
-    assert tail_lines(short, 10) == "a\nb"
 
 
 def _spec(tmp_path: Path, **kw: Any) -> JobSpec:
