@@ -20,14 +20,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-# SLURM's backend imports tail_lines from here (pman.backends.slurm): kept
-# until it takes it from pman.backends.kit.files itself
-from pman.backends.kit.files import tail_lines
-
 if TYPE_CHECKING:
     from pman.backends.local.adapter import LocalBackend
 
-__all__ = ["LocalBackend", "tail_lines"]
+__all__ = ["LocalBackend"]
 
 
 def __getattr__(name: str) -> Any:
