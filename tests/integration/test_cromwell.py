@@ -275,6 +275,34 @@ def test_invalid_submissions_are_400(standin: Any, cpman: Callable[..., Pman]) -
         "org.chrisproject.pman.auid") == "a" * 300]  # fmt: skip
 
 
+def test_what_cromwell_can_never_run_is_400_and_never_recorded(
+    standin: Any, cpman: Callable[..., Pman]
+) -> None:
+    """An environment the shell cannot set is refused before anything is
+    recorded, also when the job would wait in pman's queue; Cromwell never
+    sees it. (The request schema refuses such a name first; the backend's
+    check refuses it again for a submit that does not come through the API.)"""
+    p = cpman(PMAN_MAX_RUNNING="1")
+
+    def refused() -> None:
+        body = p.body(env=["NOT-A-NAME=1"])
+        resp = p.post(body)
+        assert resp.status_code == 400, resp.text
+        assert "env" in resp.json()["fields"], resp.text
+        assert p.get(body["jid"]).status_code == 404
+        jids = [w.labels.get("org.chrisproject.pman.jid") for w in standin.workflows.values()]
+        assert body["jid"] not in jids
+
+    refused()
+    # the one place taken: a job that can run waits in pman's queue, this one does not
+    sleeper = p.body("sleeper", args=["60"], type="fs")
+    assert p.post(sleeper).status_code == 201
+    waiting = p.post(p.body())
+    assert waiting.status_code == 201 and waiting.json()["status"] == "notstarted", waiting.text
+    assert waiting.json()["message"].startswith("queued by pman"), waiting.text
+    refused()
+
+
 def test_standin_answers_like_cromwell(standin: Any) -> None:
     """The stand-in's own contract, on the paths pman does not exercise."""
     base = f"{standin.url}/api/workflows/v1"

@@ -1,4 +1,4 @@
-"""Local jobs run confined (pman.backends.local_sandbox, local_cgroup): from
+"""Local jobs run confined (pman.backends.local.sandbox, .cgroup): from
 INSIDE real jobs of a real ``pman serve``, through its HTTP API, each escape
 the issue found is tried and must fail, while the job's own folders work.
 
@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import requests
 
-from pman.backends import local_cgroup
+from pman.backends.local import cgroup as local_cgroup
 from tests.helpers import job_body, start_server
 from tests.integration.conftest import Pman, engine_missing
 
@@ -304,6 +304,42 @@ def test_ignore_limits_sets_none(make_pman: Callable[..., Pman]) -> None:
     assert done["status"] == "finishedSuccessfully", done
 
 
+def test_what_local_can_never_run_is_400_and_never_recorded(
+    make_pman: Callable[..., Pman],
+) -> None:
+    """GPUs, several workers, a memory_limit below the sandbox's minimum (with
+    a memory cgroup) and CONTAINER_USER are refused before anything is
+    recorded (Backend.check), also when the job would wait in pman's queue."""
+    p = make_pman("local", PMAN_MAX_RUNNING="1")
+    refused = [({"gpu_limit": 1}, "gpu_limit"), ({"number_of_workers": 2}, "number_of_workers")]
+    if "memory" in local_cgroup.detect().parents:
+        refused.append(({"memory_limit": 4}, "memory_limit"))
+
+    def all_refused() -> None:
+        for overrides, field in refused:
+            body = p.body(**overrides)
+            resp = p.post(body)
+            assert resp.status_code == 400, resp.text
+            assert field in resp.json()["fields"], resp.text
+            assert p.get(body["jid"]).status_code == 404
+
+    all_refused()
+    # the one place taken: a job that can run waits in pman's queue, these do not
+    sleeper = p.body("sleeper", args=["60"], type="fs")
+    assert p.post(sleeper).status_code == 201
+    waiting = p.post(p.body())
+    assert waiting.status_code == 201 and waiting.json()["status"] == "notstarted", waiting.text
+    assert waiting.json()["message"].startswith("queued by pman"), waiting.text
+    all_refused()
+
+    other = make_pman("local", CONTAINER_USER="1234:1234", PMAN_MAX_RUNNING="1")
+    body = other.body()
+    resp = other.post(body)
+    assert resp.status_code == 400, resp.text
+    assert "CONTAINER_USER is not supported" in resp.json()["message"], resp.text
+    assert other.get(body["jid"]).status_code == 404
+
+
 def test_a_program_outside_the_system_folders_is_shown_alone(
     make_pman: Callable[..., Pman], tmp_path: Path
 ) -> None:
@@ -373,7 +409,7 @@ def _python_for(uid: int) -> tuple[str, dict[str, str]] | None:
         env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": paths}
         try:
             check = subprocess.run(
-                [python, "-c", "import pman.backends.local, granian"],
+                [python, "-c", "import pman.backends.local.adapter, granian"],
                 env=env,
                 user=uid,
                 group=uid,

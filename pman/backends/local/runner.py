@@ -1,13 +1,17 @@
-"""Supervisor of one local job: ``python -m pman.backends.local_runner JOBDIR``.
+"""Supervisor of one local job: ``python -m pman.backends.local.runner JOBDIR``.
 
 It detaches from pman (so jobs outlive a pman restart and every gunicorn
 worker sees the same state), puts the job in its cgroup
-(:mod:`pman.backends.local_cgroup`), runs it in its bubblewrap sandbox
-(:mod:`pman.backends.local_sandbox`) as ``JOBDIR/spec.json`` says, with
+(:mod:`pman.backends.local.cgroup`), runs it in its bubblewrap sandbox
+(:mod:`pman.backends.local.sandbox`) as ``JOBDIR/spec.json`` says, with
 stdout and stderr in ``JOBDIR/output.log``, and records the outcome in
 ``JOBDIR/result.json``. Files are written whole and renamed into place, so a
-reader never sees half a record. The supervisor runs as pman's user (root,
-usually); only the sandbox runs as the job's.
+reader never sees half a record (:mod:`pman.backends.local.jobdir`). The
+supervisor runs as pman's user (root, usually); only the sandbox runs as the
+job's.
+
+It imports only what it needs (the sandbox, the cgroups, the job folder's
+records), not pman's service nor its settings: it starts on every submit.
 """
 
 from __future__ import annotations
@@ -23,14 +27,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pman.backends import local_cgroup
-from pman.backends.local_sandbox import args_fd, child_setup
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+from pman.backends.local import cgroup as local_cgroup
+from pman.backends.local.jobdir import write_json
+from pman.backends.local.sandbox import args_fd, child_setup
 
 
 def _now() -> str:

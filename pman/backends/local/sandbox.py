@@ -1,7 +1,7 @@
 """The sandbox every local job runs in: bubblewrap (``bwrap``) as an unprivileged user.
 
 A job runs as ``bwrap ... -- COMMAND`` started by its supervisor
-(:mod:`pman.backends.local_runner`) as the job's user (PMAN_LOCAL_USER,
+(:mod:`pman.backends.local.runner`) as the job's user (PMAN_LOCAL_USER,
 default nobody, when pman is root; pman's own user otherwise). bwrap then
 makes a user namespace that maps only that user, new mount, PID, IPC, UTS
 and cgroup namespaces, and shows the job:
@@ -150,6 +150,16 @@ def system_args() -> list[str]:
         elif path.is_dir():
             args += ["--ro-bind", link, link]
     return args
+
+
+def inside(path: str, folder: str) -> bool:
+    """True when ``path`` is ``folder`` or in it (absolute paths, as text)."""
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def overlap(a: str, b: str) -> bool:
+    """True when one of two absolute paths is the other or inside it."""
+    return inside(a, b) or inside(b, a)
 
 
 def shown_by_system(path: str) -> bool:
