@@ -8,7 +8,8 @@ import pytest
 
 from pman.backends import load_backend
 from pman.errors import ConfigError
-from pman.settings import ContainerUser, IdRange, load_settings, parse_labels, parse_mebibytes
+from pman.settings import load_settings
+from pman.settings.jobs import ContainerUser, IdRange, parse_labels, parse_mebibytes
 
 
 def test_defaults_run_the_local_backend() -> None:
