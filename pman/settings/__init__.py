@@ -23,10 +23,10 @@ from pman.settings.core import CoreSettings
 from pman.settings.declare import Environ, Problems, Section
 from pman.settings.registry import RegistrySettings
 from pman.settings.resource import Resource, load_resource
-from pman.settings.server import ServerSettings
+from pman.settings.server import ServerSettings, ServeSettings
 from pman.settings.webhooks import WebhookSettings
 
-__all__ = ["GLOBAL_SECTIONS", "Resource", "Settings", "load_settings"]
+__all__ = ["GLOBAL_SECTIONS", "Resource", "Settings", "load_serve_settings", "load_settings"]
 
 #: the sections read once for the whole service, in the reference's order
 GLOBAL_SECTIONS: tuple[type[Section], ...] = (
@@ -86,3 +86,12 @@ def load_settings(environ: Mapping[str, str] | None = None, *, resource: str = "
         resource=one,
         server_version=__version__,
     )
+
+
+def load_serve_settings(environ: Mapping[str, str] | None = None) -> ServeSettings:
+    """What ``pman serve`` listens on (the defaults of its options); ConfigError
+    naming every bad variable."""
+    problems = Problems()
+    options = ServeSettings.load(Environ(os.environ if environ is None else environ), problems)
+    problems.raise_if_any()
+    return options

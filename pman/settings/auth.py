@@ -71,7 +71,7 @@ class AuthSettings(Section):
         str | None,
         Env(
             "PMAN_AUTH_USER",
-            "the user of the login `POST /api/v1/auth-token/` (`{\"pman_user\", "
+            'the user of the login `POST /api/v1/auth-token/` (`{"pman_user", '
             '"pman_password"}`), which issues a JWT; needs `SECRET_KEY`',
         ),
     ] = None

@@ -34,12 +34,13 @@ class CoreSettings(Section):
     title = "core"
 
     application_mode: Annotated[
-        str, Env(
+        str,
+        Env(
             "APPLICATION_MODE",
             "`production` checks that secrets and tokens are long enough; `development` "
             "does not, and changes the default of `PMAN_LOG_FORMAT`",
             choices=APPLICATION_MODES,
-        )
+        ),
     ] = "production"
     data_dir: Annotated[
         Path,
@@ -126,6 +127,8 @@ def early_logging(environ: Mapping[str, str]) -> tuple[str, str]:
     settings are loaded (so that bad settings can be logged): a format that is
     not one of LOG_FORMATS falls back to its default (load_settings reports it)."""
     env = Environ(environ)
-    level = (env.get("PMAN_LOG_LEVEL") or CoreSettings.default_of("log_level")).upper()
+    level = env.get("PMAN_LOG_LEVEL")
+    if level is None:
+        level = CoreSettings.default_of("log_level")
     chosen = env.get("PMAN_LOG_FORMAT") or ""
-    return level, chosen if chosen in LOG_FORMATS else default_log_format(env)
+    return level.upper(), chosen if chosen in LOG_FORMATS else default_log_format(env)

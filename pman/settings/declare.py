@@ -61,10 +61,11 @@ class Env:
     ``ge``/``le`` bound a number, ``choices`` are the words a text may be;
     ``parse`` reads the text instead of the field's type (empty = unset);
     ``default_from`` computes the default from the environment when the
-    variable is unset (such a field has no static default); ``default_doc`` says the default in words when it is
-    not a constant; ``form`` says what the text looks like when the type does
-    not; ``secret`` keeps the value out of repr; ``blank_is_unset``: an empty
-    value is the default rather than an empty text.
+    variable is unset (such a field has no static default); ``default_doc``
+    says the default in words when it is not a constant; ``form`` says what
+    the text looks like when the type does not; ``secret`` keeps the value out
+    of repr; ``blank_is_unset``: an empty value is the default rather than an
+    empty text.
     """
 
     name: str
@@ -151,9 +152,7 @@ def _number(text: str, kind: type, env: Env) -> float:
     try:
         value = kind(text)
     except ValueError:
-        raise ValueError(
-            "Not a valid integer." if kind is int else "Not a valid number."
-        ) from None
+        raise ValueError("Not a valid integer." if kind is int else "Not a valid number.") from None
     if kind is float and (math.isnan(value) or math.isinf(value)):
         raise ValueError("Special numeric values (nan or infinity) are not permitted.")
     low = env.ge is not None and value < env.ge

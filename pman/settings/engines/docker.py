@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pman.settings.declare import Env, EngineSettings
+from pman.settings.declare import EngineSettings, Env
 
 
 class DockerSettings(EngineSettings):

@@ -91,7 +91,9 @@ class SlurmSettings(EngineSettings):
     account: Annotated[
         str | None, Env("SLURM_ACCOUNT", "`sbatch --account`", parse=slurm_name, form=_NAME_FORM)
     ] = None
-    qos: Annotated[str | None, Env("SLURM_QOS", "`sbatch --qos`", parse=slurm_name, form=_NAME_FORM)] = None
+    qos: Annotated[
+        str | None, Env("SLURM_QOS", "`sbatch --qos`", parse=slurm_name, form=_NAME_FORM)
+    ] = None
     extra_options: Annotated[
         tuple[str, ...],
         Env(

@@ -9,7 +9,8 @@ from pman.settings.engines.docker import DockerSettings
 
 
 class SwarmSettings(DockerSettings):
-    """A Docker swarm: the variables of [docker](#docker) (`DOCKER_HOST`: a manager's), and these."""
+    """A Docker swarm: the variables of [docker](#docker) (`DOCKER_HOST`: a manager's),
+    and these."""
 
     title = "swarm"
 
