@@ -148,7 +148,7 @@ def value_type(field: FieldInfo) -> Any:
     return annotation
 
 
-def _number(text: str, kind: type, env: Env) -> float:
+def _number(text: str, kind: type, env: Env) -> int | float:
     try:
         value = kind(text)
     except ValueError:
