@@ -302,6 +302,8 @@ class EngineSettings(Section):
     An engine with nothing to configure has this empty one."""
 
     title = "engine"
+    #: the storage types (STORAGE_TYPE) that are this engine's own volumes
+    volumes: ClassVar[tuple[str, ...]] = ()
 
     def check(self, storage: Any, jobs: Any, environ: Environ, problems: Problems) -> None:
         """What this engine refuses of the resource's other settings (the

@@ -9,13 +9,15 @@ from typing import Annotated
 from pydantic import field_validator
 
 from pman.settings.declare import Env, Environ, Problems, Section
+from pman.settings.engines import ENGINE_SECTIONS
 
 STORAGE_TYPES = ("host", "nfs", "docker_local_volume", "kubernetes_pvc")
-#: storage types that are an engine's own volumes: the engines that have them
-ENGINE_VOLUMES = {
-    "docker_local_volume": ("docker", "podman", "swarm"),
-    "kubernetes_pvc": ("kubernetes",),
-}
+
+
+def engines_with_volume(storage_type: str) -> tuple[str, ...]:
+    """The engines ``storage_type`` is a volume of (EngineSettings.volumes); none
+    for a storage type that is no engine's own."""
+    return tuple(name for name, s in ENGINE_SECTIONS.items() if storage_type in s.volumes)
 
 
 class StorageSettings(Section):
@@ -78,8 +80,8 @@ class StorageSettings(Section):
             problems.add(
                 name("VOLUME_NAME"), f"required when {name('STORAGE_TYPE')}=kubernetes_pvc"
             )
-        engines = ENGINE_VOLUMES.get(storage or "")
-        if engines is not None and container_env not in engines:
+        engines = engines_with_volume(storage) if storage is not None else ()
+        if engines and container_env not in engines:
             needed = (
                 f"={engines[0]}"
                 if len(engines) == 1

@@ -248,3 +248,21 @@ def test_the_flat_names_are_only_a_bridge_for_the_backends(storebase: Path, tmp_
             track()
     with pytest.warns(FlatSettingWarning, match="resource.storage.storebase"):
         assert settings.storebase == settings.resource.storage.storebase
+
+
+def test_logging_and_serve_options_read_the_same_declarations() -> None:
+    from pman.settings import load_serve_settings
+    from pman.settings.core import early_logging
+
+    # logging starts before the settings are checked: a bad format falls back
+    assert early_logging({}) == ("INFO", "json")
+    assert early_logging({"APPLICATION_MODE": "development"}) == ("INFO", "text")
+    assert early_logging({"PMAN_LOG_FORMAT": "xml", "PMAN_LOG_LEVEL": "debug"}) == (
+        "DEBUG",
+        "json",
+    )
+    options = load_serve_settings({"PMAN_PORT": "6000"})
+    assert (options.host, options.port, options.workers) == ("127.0.0.1", 6000, 2)
+    with pytest.raises(ConfigError) as e:
+        load_serve_settings({"PMAN_PORT": "http", "PMAN_WORKERS": "two"})
+    assert set(e.value.fields) == {"PMAN_PORT", "PMAN_WORKERS"}

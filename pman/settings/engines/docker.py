@@ -12,6 +12,7 @@ class DockerSettings(EngineSettings):
     """How pman reaches the Docker Engine API (docker; podman and swarm too)."""
 
     title = "docker"
+    volumes = ("docker_local_volume",)
 
     host: Annotated[
         str,

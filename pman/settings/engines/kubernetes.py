@@ -50,6 +50,7 @@ class KubernetesSettings(EngineSettings):
     """A Kubernetes cluster: one batch/v1 Job per job."""
 
     title = "kubernetes"
+    volumes = ("kubernetes_pvc",)
 
     kubeconfig: Annotated[
         str | None,
