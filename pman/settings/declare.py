@@ -38,13 +38,17 @@ import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from pydantic import ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from pman.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pman.settings.jobs import JobSettings
+    from pman.settings.storage import StorageSettings
 
 # the words environs (marshmallow) has always taken for a boolean, in lower,
 # Capitalised or UPPER case
@@ -305,9 +309,10 @@ class EngineSettings(Section):
     #: the storage types (STORAGE_TYPE) that are this engine's own volumes
     volumes: ClassVar[tuple[str, ...]] = ()
 
-    def check(self, storage: Any, jobs: Any, environ: Environ, problems: Problems) -> None:
-        """What this engine refuses of the resource's other settings (the
-        StorageSettings and JobSettings of pman.settings); nothing by default."""
+    def check(
+        self, storage: StorageSettings, jobs: JobSettings, environ: Environ, problems: Problems
+    ) -> None:
+        """What this engine refuses of the resource's other settings; nothing by default."""
 
     def with_defaults(self, data_dir: Path) -> Self:
         """The section with the defaults that depend on PMAN_DATA_DIR filled in."""

@@ -74,7 +74,7 @@ def load_resource(
     # always has): a bad one is refused even while another engine is chosen
     sections = {cls: cls.load(env, problems) for cls in dict.fromkeys(ENGINE_SECTIONS.values())}
     chosen = engine_section(container_env or "")
-    engine = sections.get(chosen) or chosen.load(env, problems)
+    engine = sections[chosen] if chosen in sections else chosen.load(env, problems)
     storage.check(container_env, env, problems)
     if container_env is not None:
         engine.check(storage, jobs, env, problems)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import field_validator
 
 from pman.settings.declare import EngineSettings, Env, Environ, Problems
+
+if TYPE_CHECKING:
+    from pman.settings.jobs import JobSettings
+    from pman.settings.storage import StorageSettings
 
 
 class CromwellSettings(EngineSettings):
@@ -32,7 +36,9 @@ class CromwellSettings(EngineSettings):
             raise ValueError(f"{value!r} is not an http:// or https:// URL")
         return value
 
-    def check(self, storage: Any, jobs: Any, environ: Environ, problems: Problems) -> None:
+    def check(
+        self, storage: StorageSettings, jobs: JobSettings, environ: Environ, problems: Problems
+    ) -> None:
         if not self.url:
             problems.add(
                 environ.name_of("CROMWELL_URL"),

@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 from pman.settings.declare import EngineSettings, Env, Environ, Problems
+
+if TYPE_CHECKING:
+    from pman.settings.jobs import JobSettings
+    from pman.settings.storage import StorageSettings
 
 _LOCAL_ID = re.compile(r"\d+|[A-Za-z_][A-Za-z0-9_.-]*")
 
@@ -64,7 +68,9 @@ class LocalSettings(EngineSettings):
         ),
     ] = ()
 
-    def check(self, storage: Any, jobs: Any, environ: Environ, problems: Problems) -> None:
+    def check(
+        self, storage: StorageSettings, jobs: JobSettings, environ: Environ, problems: Problems
+    ) -> None:
         if storage.storage_type != "host":
             problems.add(
                 environ.name_of("STORAGE_TYPE"),

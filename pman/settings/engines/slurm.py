@@ -6,9 +6,13 @@ import os
 import re
 import shlex
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import TYPE_CHECKING, Annotated, Self
 
 from pman.settings.declare import EngineSettings, Env, Environ, Problems
+
+if TYPE_CHECKING:
+    from pman.settings.jobs import JobSettings
+    from pman.settings.storage import StorageSettings
 
 SLURM_RUNTIMES = ("apptainer", "singularity", "docker", "podman", "none")
 #: the runtimes that run a job as the user that submits it (pman's)
@@ -124,7 +128,9 @@ class SlurmSettings(EngineSettings):
         ),
     ] = None
 
-    def check(self, storage: Any, jobs: Any, environ: Environ, problems: Problems) -> None:
+    def check(
+        self, storage: StorageSettings, jobs: JobSettings, environ: Environ, problems: Problems
+    ) -> None:
         name = environ.name_of
         if storage.storage_type not in ("host", "nfs"):
             problems.add(
