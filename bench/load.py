@@ -363,7 +363,7 @@ def tracker_calls(data: Path, backend: str) -> int:
                 return counted
             return attr
 
-    reg = Registry.from_url(settings.database_url)
+    reg = Registry.from_url(settings.registry.database_url)
     tracker = Tracker(reg, Counting(), logs_tail=100, lock=FileLock(data / "bench-count.lock"))  # type: ignore[arg-type]
     tracker.run_once()  # first cycle reconciles; measure a steady one
     calls["n"] = 0

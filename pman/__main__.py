@@ -18,12 +18,12 @@ from typing import Any
 
 from pman import __version__, cli
 from pman.errors import ConfigError
-from pman.telemetry import configure_logging, log_format
+from pman.telemetry import configure_logging
 
 __all__ = ["configure_logging", "main"]
 
 
-def serve(host: str, port: int, workers: int) -> None:
+def serve(host: str | None, port: int | None, workers: int | None) -> None:
     """Serve with granian's ASGI interface: HTTP parsing and connections are
     handled in Rust, waiting (slow bodies, log streams, engine calls) costs no
     request thread, and each kind of work gets threads of its own
@@ -34,10 +34,12 @@ def serve(host: str, port: int, workers: int) -> None:
     from granian.log import LogLevels
     from granian.server import Server
 
-    from pman.settings import load_settings
+    from pman.settings import load_serve_settings, load_settings
+    from pman.settings.core import early_logging
 
     settings = load_settings()
-    if settings.container_env == "local":
+    options = load_serve_settings()
+    if settings.resource.container_env == "local":
         from pman.backends import load_backend
 
         # the embedded default checks its sandbox at start-up (bwrap installed,
@@ -46,7 +48,7 @@ def serve(host: str, port: int, workers: int) -> None:
     # before any process of ours imports prometheus-client (granian forks the
     # workers from this one): they and the tracker write their metrics there,
     # and a scrape adds them all up
-    metrics_dir, made_metrics_dir = _prepare_metrics_dir()
+    metrics_dir, made_metrics_dir = _prepare_metrics_dir(options.metrics_dir)
     os.environ[METRICS_DIR_ENV] = metrics_dir
     tracker = _start_tracker_process(settings)
 
@@ -64,15 +66,15 @@ def serve(host: str, port: int, workers: int) -> None:
 
     # granian's few lines of its own (where it listens, its workers) are always
     # shown; the access log is pman's own (pman.api.observe), in pman's format
-    debug = os.environ.get("PMAN_LOG_LEVEL", "INFO").upper() == "DEBUG"
+    level, log_format = early_logging(os.environ)
     server = _Server(
         "pman.asgi:application",
-        address=host,
-        port=port,
+        address=options.host if host is None else host,
+        port=options.port if port is None else port,
         interface=Interfaces.ASGI,
-        workers=workers,
-        log_level=LogLevels.debug if debug else LogLevels.info,
-        log_dictconfig=_granian_logging(log_format()),
+        workers=options.workers if workers is None else workers,
+        log_level=LogLevels.debug if level == "DEBUG" else LogLevels.info,
+        log_dictconfig=_granian_logging(log_format),
         log_access=False,
         respawn_failed_workers=True,
         workers_kill_timeout=60,
@@ -88,15 +90,15 @@ def serve(host: str, port: int, workers: int) -> None:
 
 
 #: prometheus-client's multiprocess mode: where each process writes its values
+#: (ServeSettings.metrics_dir; set for the processes pman serve starts)
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
-def _prepare_metrics_dir() -> tuple[str, bool]:
+def _prepare_metrics_dir(given: str | None) -> tuple[str, bool]:
     """The folder pman's processes share their metrics in, emptied of an earlier
     run's files: the operator's PROMETHEUS_MULTIPROC_DIR, else a new temporary
     folder (local: the values are mmap-ed files, not for a network filesystem).
     Returns it and whether pman made it (and removes it at exit)."""
-    given = os.environ.get(METRICS_DIR_ENV)
     if given:
         folder = Path(given)
         folder.mkdir(parents=True, exist_ok=True)
@@ -138,14 +140,14 @@ def _granian_logging(fmt: str) -> dict[str, Any]:
 
 def _start_tracker_process(settings: Any) -> subprocess.Popen[bytes] | None:
     """The tracker in a process of its own, leading before the workers start."""
-    if not settings.tracker_enabled:
+    if not settings.core.tracker_enabled:
         return None
     proc = subprocess.Popen(
         [sys.executable, "-m", "pman", "track", "--exit-with", str(os.getpid())]
     )
-    lock = Path(str(settings.database_url).removeprefix("sqlite:///") + ".tracker.lock")
+    lock = Path(str(settings.registry.database_url).removeprefix("sqlite:///") + ".tracker.lock")
     deadline = time.monotonic() + 10
-    while settings.database_url.startswith("sqlite") and time.monotonic() < deadline:
+    while settings.registry.database_url.startswith("sqlite") and time.monotonic() < deadline:
         with contextlib.suppress(OSError):
             if lock.read_text().strip() == str(proc.pid):
                 break
@@ -172,11 +174,11 @@ def track(exit_with: int | None = None) -> None:
     from pman.tracker import Tracker
 
     settings = load_settings()
-    if settings.database_url.startswith("sqlite"):
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-    registry = Registry.from_url(settings.database_url)
-    registry.configure_webhooks(settings.webhook_url)
-    backend = instrument(load_backend(settings.container_env, settings))
+    if settings.registry.database_url.startswith("sqlite"):
+        settings.core.data_dir.mkdir(parents=True, exist_ok=True)
+    registry = Registry.from_url(settings.registry.database_url)
+    registry.configure_webhooks(settings.webhooks.url)
+    backend = instrument(load_backend(settings.resource.container_env, settings))
     tracker = Tracker.from_settings(registry, backend, settings)
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -196,13 +198,14 @@ def main(argv: list[str] | None = None) -> None:
     cli.add_connection_options(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     p_serve = sub.add_parser("serve", help="run the HTTP service (configured by environment)")
-    p_serve.add_argument("--host", default=os.environ.get("PMAN_HOST", "127.0.0.1"))
-    p_serve.add_argument("--port", type=int, default=int(os.environ.get("PMAN_PORT", "5010")))
-    p_serve.add_argument("--workers", type=int, default=int(os.environ.get("PMAN_WORKERS", "2")))
+    # their defaults: PMAN_HOST, PMAN_PORT, PMAN_WORKERS (pman.settings.server.ServeSettings)
+    p_serve.add_argument("--host", help="address to listen on (default: PMAN_HOST)")
+    p_serve.add_argument("--port", type=int, help="port to listen on (default: PMAN_PORT)")
+    p_serve.add_argument("--workers", type=int, help="worker processes (default: PMAN_WORKERS)")
     p_serve.add_argument(
         "--threads",
         type=int,
-        help="threads per worker for quick requests (sets PMAN_THREADS, default 4)",
+        help="threads per worker for quick requests (sets PMAN_THREADS)",
     )
     p_track = sub.add_parser("track", help="run only the tracker (pman serve starts one itself)")
     p_track.add_argument("--exit-with", type=int, help="stop when this parent process ends")

@@ -48,21 +48,21 @@ def create_app(
     # before anything else is built: no credentials, no service
     authenticator = Authenticator.from_settings(settings)
     # every engine call timed and its failures counted, in this one place
-    backend = instrument(backend or load_backend(settings.container_env, settings))
+    backend = instrument(backend or load_backend(settings.resource.container_env, settings))
     if registry is None:
-        if settings.database_url.startswith("sqlite"):
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
-        registry = Registry.from_url(settings.database_url)
-    registry.configure_webhooks(settings.webhook_url)
+        if settings.registry.database_url.startswith("sqlite"):
+            settings.core.data_dir.mkdir(parents=True, exist_ok=True)
+        registry = Registry.from_url(settings.registry.database_url)
+    registry.configure_webhooks(settings.webhooks.url)
     tracker = Tracker.from_settings(registry, backend, settings)
     service = JobService(settings, backend, Storage(settings), registry, tracker)
     app = Flask("pman")
-    app.config["SECRET_KEY"] = settings.secret_key
+    app.config["SECRET_KEY"] = settings.auth.secret_key
     # werkzeug refuses a Content-Length over it before reading, and stops reading
     # a chunked body there; one byte more than the limit, so that the POST route
     # can tell a body of exactly the limit from a longer one it cut (api/v1.py)
-    app.config["PMAN_MAX_REQUEST_BYTES"] = settings.max_request_bytes
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes + 1
+    app.config["PMAN_MAX_REQUEST_BYTES"] = settings.server.max_request_bytes
+    app.config["MAX_CONTENT_LENGTH"] = settings.server.max_request_bytes + 1
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[EXTENSION_KEY] = Runtime(settings, service, authenticator)
     # no route, the poll fast path included, runs without credentials; outside
@@ -71,7 +71,7 @@ def create_app(
     app.wsgi_app = observe_requests.RequestObserver(  # type: ignore[method-assign]
         LaneMiddleware(inner, settings) if wsgi_lanes else inner,
         app.url_map,
-        settings.access_log,
+        settings.core.access_log,
     )
     register_error_handlers(app)
     observe_requests.install(app)
@@ -79,7 +79,7 @@ def create_app(
     app.register_blueprint(health)
     app.register_blueprint(docs)
     app.register_blueprint(observe_requests.ops)
-    if settings.tracker_enabled:
+    if settings.core.tracker_enabled:
         tracker.start()
         atexit.register(tracker.stop)
     log.info("pman %s serving %s", settings.server_version, backend.describe())

@@ -61,19 +61,19 @@ def build_spec(
     image = image or request.image
     mounts = storage.resolve(request.input_dir, request.output_dir)
     env = list(request.env)
-    if settings.enable_home_workaround:
+    if settings.resource.jobs.enable_home_workaround:
         env.append("HOME=/tmp")
-    user = settings.container_user
+    user = settings.resource.jobs.container_user
     fingerprint = request.fingerprint()
     labels = {
-        **settings.job_labels,
+        **settings.resource.jobs.labels,
         LABEL_MANAGED: "true",
         LABEL_JID: request.jid,
         LABEL_FINGERPRINT: fingerprint,
         LABEL_AUID: request.auid,
         LABEL_TYPE: request.type,
         LABEL_IMAGE: image,
-        LABEL_INSTANCE: settings.instance,
+        LABEL_INSTANCE: settings.registry.instance,
     }
     return JobSpec(
         name=request.jid,

@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pman.errors import InvalidJobSpec
 from pman.models import JobRequest
+
+if TYPE_CHECKING:
+    # the bounds are settings of a resource, declared with them
+    from pman.settings.limits import Limits
 
 # ---- image references ---------------------------------------------------------
 # The grammar of github.com/distribution/reference (what Docker, Podman and
@@ -189,21 +194,6 @@ def parse_capabilities(text: str) -> tuple[str, ...]:
 
 
 # ---- per-request limits and caps ----------------------------------------------------
-@dataclass(frozen=True)
-class Limits:
-    """The configurable bounds of one request; 0 means no cap."""
-
-    max_args: int = 1000
-    max_arg_length: int = 4096
-    max_env: int = 500
-    max_env_length: int = 32768
-    max_cpu_limit: int = 0
-    max_memory_limit: int = 0
-    max_gpu_limit: int = 0
-    max_workers: int = 100
-    image_allowlist: tuple[ImagePattern, ...] = ()
-
-
 def _check_words(
     problems: dict[str, str], field: str, words: list[str], count: int, length: int, what: str
 ) -> None:

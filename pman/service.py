@@ -28,9 +28,9 @@ from pman.limits import check_request
 from pman.models import JobRequest
 from pman.registry import Delivery, Event, JobRecord, Page, Registry, Withdrawing, now
 from pman.settings import Settings
+from pman.settings.webhooks import host_allowed
 from pman.storage import Storage
 from pman.tracker import Tracker
-from pman.webhooks import host_allowed
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class JobService:
         a job behind; so is one whose engine call failed without saying
         whether the engine acted (a time-out): the tracker withdraws it."""
         self.check_name(request.jid)
-        image = check_request(request, self.settings.limits)
+        image = check_request(request, self.settings.resource.limits)
         self.check_callback(request.callback_url)
         spec = build_spec(request, self.settings, self.storage, image=image)
         # a job the backend can never run is refused before anything is recorded,
@@ -98,7 +98,7 @@ class JobService:
         self.backend.check(spec)
         try:
             record = self.registry.create(
-                spec, self.backend.name, max_running=self.settings.max_running
+                spec, self.backend.name, max_running=self.settings.resource.jobs.max_running
             )
         except Withdrawing as e:
             raise BackendUnavailable(
@@ -155,7 +155,7 @@ class JobService:
     def _undo_late_submit(self, jid: str, job_id: int, created: Path | None) -> NoReturn:
         """The engine made the job after its client was answered 503: remove it,
         then the output folder made for it (the job may have written there)."""
-        timeout = self.settings.engine_timeout
+        timeout = self.settings.core.engine_timeout
         try:
             self.backend.delete(jid)
         except PmanError as e:
@@ -191,7 +191,7 @@ class JobService:
         while it ran: however many probes arrive, an engine that hangs holds
         one call, and none of them waits more than ``wait`` seconds
         (HEALTH_WAIT_S, or PMAN_ENGINE_TIMEOUT if shorter) for it."""
-        wait = min(HEALTH_WAIT_S, self.settings.engine_timeout) if wait is None else wait
+        wait = min(HEALTH_WAIT_S, self.settings.core.engine_timeout) if wait is None else wait
         with self._probe_lock:
             probe = self._probe
             if probe is None or probe.done.is_set():
@@ -220,12 +220,14 @@ class JobService:
 
     def delete(self, jid: str) -> None:
         record = self._visible(jid)
-        if not self.settings.remove_jobs:
+        if not self.settings.resource.jobs.remove_jobs:
             log.info("job %s not deleted: REMOVE_JOBS=no", jid)
             return
         if record.phase is Phase.QUEUED and self.registry.dequeue(record.id):
             # it never reached the engine; those behind it move up
-            self.registry.refresh_queue_messages(self.backend.name, self.settings.max_running)
+            self.registry.refresh_queue_messages(
+                self.backend.name, self.settings.resource.jobs.max_running
+            )
             log.info("job %s deleted from pman's queue", jid)
             return
         self.backend.delete(jid)
@@ -236,12 +238,12 @@ class JobService:
         """A callback this pman can sign, to a host the operator allows."""
         if url is None:
             return
-        if not self.settings.webhook_secret:
+        if not self.settings.webhooks.secret:
             raise UnsupportedOption(
                 "callback_url: this pman sends no webhooks (PMAN_WEBHOOK_SECRET is not set)",
                 fields={"callback_url": "webhooks are not configured on this pman"},
             )
-        if not host_allowed(url, self.settings.webhook_allowed_hosts):
+        if not host_allowed(url, self.settings.webhooks.allowed_hosts):
             raise UnsupportedOption(
                 "callback_url: its host is not one PMAN_WEBHOOK_ALLOWED_HOSTS allows",
                 fields={"callback_url": "host not allowed"},
@@ -288,7 +290,7 @@ class JobService:
     def _tail(self, jid: str) -> str | None:
         """The job's last log lines, or None when the engine cannot give them."""
         try:
-            return self.backend.logs(jid, self.settings.job_logs_tail)
+            return self.backend.logs(jid, self.settings.resource.jobs.logs_tail)
         except BackendUnavailable:
             raise
         except PmanError as e:

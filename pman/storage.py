@@ -71,8 +71,8 @@ class Storage:
     """Resolves a request's folders for the configured STORAGE_TYPE."""
 
     def __init__(self, settings: Settings) -> None:
-        self.storage_type = settings.storage_type
-        self.storebase = settings.storebase
+        self.storage_type = settings.resource.storage.storage_type
+        self.storebase = settings.resource.storage.storebase
 
     @property
     def visible(self) -> bool:

@@ -24,7 +24,6 @@ REQUEST_ID: ContextVar[str] = ContextVar("pman_request_id", default="")
 #: the job being worked on ("" when none)
 JID: ContextVar[str] = ContextVar("pman_jid", default="")
 
-LOG_FORMATS = ("json", "text")
 #: fields a log call may add with ``extra=``, in the order they are written
 EXTRA_FIELDS = ("method", "route", "path", "status", "duration_ms", "remote")
 _TEXT_FORMAT = "[%(asctime)s] %(levelname)s %(name)s %(process)d: %(message)s"
@@ -107,13 +106,11 @@ class TextFormatter(logging.Formatter):
 
 
 def log_format(environ: dict[str, str] | None = None) -> str:
-    """PMAN_LOG_FORMAT, defaulting to json in production and text in development
-    (an invalid value is reported by load_settings; here it falls back)."""
-    env = os.environ if environ is None else environ
-    chosen = env.get("PMAN_LOG_FORMAT", "")
-    if chosen in LOG_FORMATS:
-        return chosen
-    return "text" if env.get("APPLICATION_MODE") == "development" else "json"
+    """PMAN_LOG_FORMAT, as declared in pman.settings.core (an invalid value is
+    reported by load_settings; here it falls back to the default)."""
+    from pman.settings.core import early_logging  # not for the client's commands
+
+    return early_logging(os.environ if environ is None else environ)[1]
 
 
 def make_formatter(fmt: str, logger_name: str | None = None) -> logging.Formatter:
@@ -127,9 +124,11 @@ ACCESS_LOGGER = "pman.access"
 def configure_logging() -> None:
     """Root logging on stderr in the format PMAN_LOG_FORMAT chooses, at
     PMAN_LOG_LEVEL; access lines on stdout, in the same format."""
+    from pman.settings.core import early_logging  # not for the client's commands
+
     install_record_factory()
-    level = os.environ.get("PMAN_LOG_LEVEL", "INFO").upper()
-    formatter = make_formatter(log_format())
+    level, fmt = early_logging(os.environ)
+    formatter = make_formatter(fmt)
     handler = logging.StreamHandler()
     handler.setFormatter(formatter)
     logging.basicConfig(level=level, handlers=[handler])

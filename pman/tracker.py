@@ -229,11 +229,11 @@ class Tracker:
         tracker = cls(
             registry,
             backend,
-            logs_tail=settings.job_logs_tail,
-            interval=settings.tracker_interval,
-            logs_every=settings.logs_refresh_seconds,
-            instance=settings.instance,
-            max_running=settings.max_running,
+            logs_tail=settings.resource.jobs.logs_tail,
+            interval=settings.core.tracker_interval,
+            logs_every=settings.core.logs_refresh_seconds,
+            instance=settings.registry.instance,
+            max_running=settings.resource.jobs.max_running,
             storage=Storage(settings),
         )
         # one sender per registry: the leader's

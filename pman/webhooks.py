@@ -30,7 +30,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from pman import __version__
 from pman.models import V1_STATUS, JobState
@@ -46,55 +45,12 @@ log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-Pman-Signature"
 TIMESTAMP_HEADER = "X-Pman-Timestamp"
 EVENT_ID_HEADER = "X-Pman-Event-Id"
-#: the longest callback_url or PMAN_WEBHOOK_URL accepted
-MAX_URL_LENGTH = 2048
 #: how far a receiver should let X-Pman-Timestamp be from its clock (replays)
 DEFAULT_TOLERANCE_S = 300
 #: deliveries sent at once (to different receivers or jobs)
 PARALLEL = 4
 #: how often the deliverer looks at the outbox when nothing woke it
 IDLE_POLL_S = 0.5
-
-
-# ---------------------------------------------------------------- URLs
-def check_webhook_url(text: str) -> str:
-    """An http:// or https:// URL with a host, at most MAX_URL_LENGTH characters;
-    ValueError saying what is wrong otherwise."""
-    if len(text) > MAX_URL_LENGTH:
-        raise ValueError(f"must be at most {MAX_URL_LENGTH} characters")
-    if any(c.isspace() or not c.isprintable() for c in text):
-        raise ValueError("must not contain spaces or control characters")
-    try:
-        parts = urlsplit(text)
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError as e:
-        raise ValueError(f"not a URL: {e}") from e
-    if parts.scheme not in ("http", "https"):
-        raise ValueError("must be an http:// or https:// URL")
-    if not parts.hostname:
-        raise ValueError("must name a host")
-    return text
-
-
-def parse_allowed_hosts(text: str) -> tuple[str, ...]:
-    """PMAN_WEBHOOK_ALLOWED_HOSTS: comma-separated ``*``, ``host`` or ``*.domain``."""
-    hosts = tuple(h.strip().lower() for h in text.split(",") if h.strip())
-    for h in hosts:
-        name = h.removeprefix("*.") if h != "*" else "x"
-        if not name or "*" in name or "/" in name or any(c.isspace() for c in name):
-            raise ValueError(f"{h!r} is not a host name, *.domain or *")
-    return hosts
-
-
-def host_allowed(url: str, allowed: tuple[str, ...]) -> bool:
-    """Whether ``url``'s host is one ``allowed`` names."""
-    host = (urlsplit(url).hostname or "").lower().rstrip(".")
-    for pattern in allowed:
-        if pattern == "*" or host == pattern:
-            return True
-        if pattern.startswith("*.") and host.endswith(pattern[1:]):
-            return True
-    return False
 
 
 # ---------------------------------------------------------------- signing
@@ -204,17 +160,17 @@ class Deliverer:
     ) -> Deliverer | None:
         """None without PMAN_WEBHOOK_SECRET: no webhook can then be configured
         (settings and the API refuse them), so there is nothing to send."""
-        if not settings.webhook_secret:
+        if not settings.webhooks.secret:
             return None
         return cls(
             registry,
-            secret=settings.webhook_secret,
-            instance=settings.instance,
-            global_format=settings.webhook_format,
-            max_attempts=settings.webhook_max_attempts,
-            backoff_base=settings.webhook_backoff_base,
-            backoff_cap=settings.webhook_backoff_cap,
-            timeout=settings.webhook_timeout,
+            secret=settings.webhooks.secret,
+            instance=settings.registry.instance,
+            global_format=settings.webhooks.format,
+            max_attempts=settings.webhooks.max_attempts,
+            backoff_base=settings.webhooks.backoff_base,
+            backoff_cap=settings.webhooks.backoff_cap,
+            timeout=settings.webhooks.timeout,
             leading=leading,
         )
 

@@ -68,8 +68,9 @@ cmd_run() {
     export PMAN_AUTH_TOKENS_FILE=$token_file
     log "clients must send: Authorization: Bearer \$(cat $token_file)"
   fi
-  log "serving on http://127.0.0.1:${PMAN_PORT:-5010} (CONTAINER_ENV=$CONTAINER_ENV STOREBASE=$STOREBASE)"
-  exec "$VENV/bin/pman" serve --host "${PMAN_HOST:-127.0.0.1}" --port "${PMAN_PORT:-5010}"
+  # where it listens: PMAN_HOST and PMAN_PORT, whose defaults pman declares (docs/configuration.md)
+  log "serving with CONTAINER_ENV=$CONTAINER_ENV STOREBASE=$STOREBASE (granian says where it listens)"
+  exec "$VENV/bin/pman" serve
 }
 
 cmd_test() {

@@ -73,20 +73,25 @@ class LanedASGI:
 
     def __init__(self, app: WSGIApp, settings: Settings) -> None:
         self.app = app
-        self.body_timeout = settings.body_timeout
-        self.max_body = settings.max_request_bytes
-        self.engine_timeout = settings.engine_timeout
-        self.quick = ThreadPoolExecutor(settings.quick_threads, thread_name_prefix="pman-quick")
-        self.engine = ThreadPoolExecutor(
-            settings.max_engine_calls, thread_name_prefix="pman-engine"
+        self.body_timeout = settings.server.body_timeout
+        self.max_body = settings.server.max_request_bytes
+        self.engine_timeout = settings.core.engine_timeout
+        self.quick = ThreadPoolExecutor(
+            settings.server.quick_threads, thread_name_prefix="pman-quick"
         )
-        self.engine_slots_total = settings.max_engine_calls
-        self.engine_waiters_max = settings.max_engine_calls * ENGINE_WAITERS_PER_SLOT
+        self.engine = ThreadPoolExecutor(
+            settings.server.max_engine_calls, thread_name_prefix="pman-engine"
+        )
+        self.engine_slots_total = settings.server.max_engine_calls
+        self.engine_waiters_max = settings.server.max_engine_calls * ENGINE_WAITERS_PER_SLOT
         self.stream_pool = ThreadPoolExecutor(
-            max(1, settings.max_log_streams), thread_name_prefix="pman-stream"
+            max(1, settings.server.max_log_streams), thread_name_prefix="pman-stream"
         )
         self.streams = StreamLimiter.from_settings(settings)
-        self.inline_polls = settings.database_url.startswith("sqlite") or not settings.database_url
+        self.inline_polls = (
+            settings.registry.database_url.startswith("sqlite")
+            or not settings.registry.database_url
+        )
         # made on first use, in the server's event loop
         self._engine_slots: asyncio.Semaphore | None = None
         self._engine_waiting = 0

@@ -59,45 +59,45 @@ class Authenticator:
     """Checks bearer tokens and issues JWTs; built once per application."""
 
     def __init__(self, settings: Settings) -> None:
-        self.enabled = settings.auth_mode != "none"
+        self.enabled = settings.auth.mode != "none"
         # digests of equal length: compare_digest's time does not depend on the token
-        self._tokens = [_digest(t) for t in settings.auth_tokens]
-        self._user = settings.auth_user
-        self._password = settings.auth_password
-        self._key = settings.secret_key or ""
-        self.lifetime = settings.auth_token_lifetime
+        self._tokens = [_digest(t) for t in settings.auth.all_tokens]
+        self._user = settings.auth.user
+        self._password = settings.auth.password
+        self._key = settings.auth.secret_key or ""
+        self.lifetime = settings.auth.token_lifetime
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Authenticator:
         """The authenticator, or ConfigError when authentication would be off
         without the operator saying so (PMAN_AUTH=none)."""
-        if settings.auth_mode == "none":
+        if settings.auth.mode == "none":
             log.warning(
                 "AUTHENTICATION IS OFF (PMAN_AUTH=none): anyone who reaches this port "
                 "can run any image as a job; use it only behind a trusted front"
             )
             return cls(settings)
-        has_login = bool(settings.auth_user and settings.auth_password)
-        if not settings.auth_tokens and not has_login:
+        has_login = bool(settings.auth.user and settings.auth.password)
+        if not settings.auth.all_tokens and not has_login:
             raise ConfigError(
                 "no credentials configured: set PMAN_AUTH_TOKENS (or PMAN_AUTH_TOKENS_FILE), "
                 "or PMAN_AUTH_USER and PMAN_AUTH_PASSWORD with a SECRET_KEY; or set "
                 "PMAN_AUTH=none to serve without authentication",
                 fields={"PMAN_AUTH": "no credentials configured"},
             )
-        if has_login and not settings.secret_key:
+        if has_login and not settings.auth.secret_key:
             raise ConfigError(
                 "PMAN_AUTH_USER/PMAN_AUTH_PASSWORD need SECRET_KEY to sign the tokens they get",
                 fields={"SECRET_KEY": "required with PMAN_AUTH_USER"},
             )
-        if settings.application_mode == "production":
+        if settings.core.application_mode == "production":
             problems = {}
-            if any(len(t) < MIN_SECRET_LENGTH for t in settings.auth_tokens):
+            if any(len(t) < MIN_SECRET_LENGTH for t in settings.auth.all_tokens):
                 problems["PMAN_AUTH_TOKENS"] = (
                     f"every token must have at least {MIN_SECRET_LENGTH} characters "
                     "in production (e.g. `openssl rand -hex 32`)"
                 )
-            if has_login and len(settings.secret_key or "") < MIN_SECRET_LENGTH:
+            if has_login and len(settings.auth.secret_key or "") < MIN_SECRET_LENGTH:
                 problems["SECRET_KEY"] = (
                     f"must have at least {MIN_SECRET_LENGTH} characters in production"
                 )

@@ -111,9 +111,9 @@ class StreamLimiter:
     @classmethod
     def from_settings(cls, settings: Settings) -> StreamLimiter:
         return cls(
-            settings.max_log_streams,
-            settings.max_log_streams_per_client,
-            settings.log_stream_idle_timeout,
+            settings.server.max_log_streams,
+            settings.server.max_log_streams_per_client,
+            settings.server.log_stream_idle_timeout,
         )
 
     def open(self, client: str) -> int | str:
@@ -241,8 +241,8 @@ class LaneMiddleware:
 
     def __init__(self, app: WSGIApp, settings: Settings) -> None:
         self.app = app
-        self.engine_timeout = settings.engine_timeout
-        self.engine_slots = threading.BoundedSemaphore(settings.max_engine_calls)
+        self.engine_timeout = settings.core.engine_timeout
+        self.engine_slots = threading.BoundedSemaphore(settings.server.max_engine_calls)
         self.streams = StreamLimiter.from_settings(settings)
 
     def __call__(

@@ -20,7 +20,7 @@ from pydantic import (
     field_validator,
 )
 
-from pman.webhooks import MAX_URL_LENGTH, check_webhook_url
+from pman.settings.webhooks import MAX_URL_LENGTH, check_webhook_url
 
 # ASCII only, as the document's pattern says: Python's \d also matches other
 # scripts' digits and \s other spaces, which JSON Schema's patterns need not

@@ -117,7 +117,7 @@ def _json_body() -> Any:
     beyond), whatever the Content-Type (upstream clients do not always say); None
     when it is not JSON."""
     data = request.get_data(cache=True)
-    if len(data) > runtime().settings.max_request_bytes:
+    if len(data) > runtime().settings.server.max_request_bytes:
         raise RequestEntityTooLarge()
     try:
         return json.loads(data)
@@ -130,8 +130,8 @@ def server_info() -> Response:
     s = runtime().settings
     info = schemas.ServerInfo(
         server_version=s.server_version,
-        container_env=s.container_env,
-        storage_type=s.storage_type,
+        container_env=s.resource.container_env,
+        storage_type=s.resource.storage.storage_type,
     )
     return jsonify(info.model_dump())
 
@@ -272,7 +272,7 @@ def job_events(jid: str) -> Response:
 @v1.get("/<jid:jid>/webhooks/", strict_slashes=False)
 def job_webhooks(jid: str) -> Response:
     record, deliveries = runtime().service.deliveries(_job_name(jid))
-    instance = runtime().settings.instance
+    instance = runtime().settings.registry.instance
     body = schemas.WebhookDeliveries(
         jid=record.jid,
         deliveries=[

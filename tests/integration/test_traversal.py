@@ -196,13 +196,13 @@ def hostile(tmp_path: Path, make_pman: Callable[..., Pman]) -> Callable[[str], P
 
 def engine_jobs(p: Pman) -> list[str]:
     """Jobs of this pman on its engine: containers of its instance, local job folders."""
-    instance = p.service.settings.instance
+    instance = p.service.settings.registry.instance
     if p.engine is not None:
         found = p.engine.containers(
             all=True, filters={"label": f"org.chrisproject.pman.instance={instance}"}
         )
         return [c["Names"][0] for c in found]
-    jobs_dir = p.service.settings.data_dir / "local" / "jobs"
+    jobs_dir = p.service.settings.core.data_dir / "local" / "jobs"
     return sorted(os.listdir(jobs_dir)) if jobs_dir.is_dir() else []
 
 

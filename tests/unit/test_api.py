@@ -364,7 +364,7 @@ def test_only_this_instances_jobs_are_adopted(
     from pman.models import JobInfo
 
     service = app.extensions["pman"].service  # type: ignore[attr-defined]
-    ours = service.settings.instance
+    ours = service.settings.registry.instance
     assert ours, "every pman has an instance name"
     for name, instance in (("mine", ours), ("theirs", "another-pman"), ("old", None)):
         labels = {LABEL_MANAGED: "true"}

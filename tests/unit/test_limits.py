@@ -302,17 +302,19 @@ def test_limit_settings_and_their_errors() -> None:
             "PMAN_MAX_RUNNING": "3",
         }
     )
-    assert s.cap_add == ("CAP_NET_BIND_SERVICE", "CAP_CHOWN")
-    assert s.limits.max_memory_limit == 4096
-    assert len(s.limits.image_allowlist) == 4
-    assert (s.read_only_rootfs, s.max_running) == (True, 3)
+    jobs, limits = s.resource.jobs, s.resource.limits
+    assert jobs.cap_add == ("CAP_NET_BIND_SERVICE", "CAP_CHOWN")
+    assert limits.max_memory_limit == 4096
+    assert len(limits.image_allowlist) == 4
+    assert (jobs.read_only_rootfs, jobs.max_running) == (True, 3)
     defaults = load_settings({"STOREBASE": "/tmp/sb"})
-    assert (defaults.max_request_bytes, defaults.limits.max_args, defaults.limits.max_env) == (
+    jobs, limits = defaults.resource.jobs, defaults.resource.limits
+    assert (defaults.server.max_request_bytes, limits.max_args, limits.max_env) == (
         1048576,
         1000,
         500,
     )
-    assert (defaults.limits.max_workers, defaults.max_running, defaults.cap_add) == (100, 0, ())
+    assert (limits.max_workers, jobs.max_running, jobs.cap_add) == (100, 0, ())
     with pytest.raises(ConfigError) as e:
         load_settings(
             {

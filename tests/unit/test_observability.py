@@ -101,7 +101,7 @@ def test_the_documents_bearer_scheme_is_what_authorize_uses(authed: FlaskClient)
     [
         "/api/v1/docs/../openapi.json",
         "/api/v1/docs/..%2F..%2Fdocs.py",
-        "/api/v1/docs/%2e%2e/%2e%2e/pman/settings.py",
+        "/api/v1/docs/%2e%2e/%2e%2e/pman/settings/__init__.py",
         "/api/v1/docs/../../etc/passwd",
         "/api/v1/docs/__init__.py",
         "/api/v1/docs/flask_swagger_ui.py",
@@ -348,9 +348,9 @@ def test_json_lines() -> None:
 
 def test_log_format_setting(tmp_path: Path) -> None:
     base = {"STOREBASE": str(tmp_path), "PMAN_AUTH": "none"}
-    assert load_settings(base).log_format == "json"
-    assert load_settings({**base, "APPLICATION_MODE": "development"}).log_format == "text"
-    assert load_settings({**base, "PMAN_LOG_FORMAT": "text"}).log_format == "text"
+    assert load_settings(base).core.log_format == "json"
+    assert load_settings({**base, "APPLICATION_MODE": "development"}).core.log_format == "text"
+    assert load_settings({**base, "PMAN_LOG_FORMAT": "text"}).core.log_format == "text"
     with pytest.raises(ConfigError) as e:
         load_settings({**base, "PMAN_LOG_FORMAT": "xml", "PMAN_ACCESS_LOG": "maybe"})
     assert {"PMAN_LOG_FORMAT", "PMAN_ACCESS_LOG"} <= set(e.value.fields)

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import socket
+import warnings
+from pathlib import Path
 
 import pytest
 
 from pman.backends import load_backend
 from pman.errors import ConfigError
-from pman.settings import ContainerUser, IdRange, load_settings, parse_labels, parse_mebibytes
+from pman.settings import load_settings
+from pman.settings.declare import Section
+from pman.settings.jobs import ContainerUser, IdRange, parse_labels, parse_mebibytes
 
 
 def test_defaults_run_the_local_backend() -> None:
     s = load_settings({"STOREBASE": "/tmp/sb"})
-    assert s.container_env == "local"
-    assert s.storage_type == "host"
-    assert s.job_logs_tail == 1000
-    assert s.remove_jobs is True
-    assert s.ignore_limits is False
+    assert s.resource.container_env == "local"
+    assert s.resource.storage.storage_type == "host"
+    assert s.resource.jobs.logs_tail == 1000
+    assert s.resource.jobs.remove_jobs is True
+    assert s.resource.jobs.ignore_limits is False
 
 
 def test_all_errors_reported_together() -> None:
@@ -66,10 +70,11 @@ def test_upstream_style_values() -> None:
             "JOB_LABELS": "a=1,b=two",
         }
     )
-    assert s.ignore_limits and not s.remove_jobs and s.enable_home_workaround
-    assert s.shm_size == 2048
-    assert s.container_user == ContainerUser(IdRange(1000, 1010), IdRange(100, 100))
-    assert s.job_labels == {"a": "1", "b": "two"}
+    jobs = s.resource.jobs
+    assert jobs.ignore_limits and not jobs.remove_jobs and jobs.enable_home_workaround
+    assert jobs.shm_size == 2048
+    assert jobs.container_user == ContainerUser(IdRange(1000, 1010), IdRange(100, 100))
+    assert jobs.labels == {"a": "1", "b": "two"}
 
 
 @pytest.mark.parametrize(("text", "mib"), [("512", 512), ("64m", 64), ("1Gi", 1024), ("2G", 2048)])
@@ -96,7 +101,7 @@ def test_loading_never_touches_the_network(monkeypatch: pytest.MonkeyPatch) -> N
             "DOCKER_HOST": "tcp://127.0.0.1:1",
         }
     )
-    backend = load_backend(s.container_env, s)  # building the backend is offline too
+    backend = load_backend(s.resource.container_env, s)  # building the backend is offline too
     assert backend.name == "docker"
 
 
@@ -127,5 +132,137 @@ def test_instance_names_one_registry() -> None:
     a = load_settings({**base, "PMAN_DATA_DIR": "/srv/pman-a"})
     again = load_settings({**base, "PMAN_DATA_DIR": "/srv/pman-a"})
     b = load_settings({**base, "PMAN_DATA_DIR": "/srv/pman-b"})
-    assert a.instance == again.instance != b.instance
-    assert load_settings({**base, "PMAN_INSTANCE": "site-1"}).instance == "site-1"
+    assert a.registry.instance == again.registry.instance != b.registry.instance
+    assert load_settings({**base, "PMAN_INSTANCE": "site-1"}).registry.instance == "site-1"
+
+
+# ---- a resource's own variables (issue 15 names several resources) ----------------------
+def test_a_resource_reads_its_prefixed_variables_and_inherits_the_others() -> None:
+    environ = {
+        "STOREBASE": "/tmp/sb",
+        "CONTAINER_ENV": "docker",
+        "HPC_CONTAINER_ENV": "slurm",
+        "SLURM_PARTITION": "default-part",
+        "HPC_SLURM_PARTITION": "hpc-part",
+        "SLURM_QOS": "normal",
+        "PMAN_MAX_RUNNING": "8",
+        "HPC_PMAN_MAX_RUNNING": "2",
+        "JOB_LABELS": "site=a",
+        "HPC_PMAN_THREADS": "99",  # a global section is never prefixed
+    }
+    hpc = load_settings(environ, resource="hpc")
+    assert (hpc.resource.name, hpc.resource.container_env) == ("hpc", "slurm")
+    assert hpc.resource.engine.partition == "hpc-part"  # its own
+    assert hpc.resource.engine.qos == "normal"  # inherited
+    assert hpc.resource.jobs.max_running == 2
+    assert hpc.resource.jobs.labels == {"site": "a"}
+    assert hpc.server.quick_threads == 4
+    plain = load_settings(environ)
+    assert (plain.resource.name, plain.resource.container_env) == ("", "docker")
+    assert plain.resource.jobs.max_running == 8
+
+
+def test_a_resource_error_names_the_variable_that_holds_the_value() -> None:
+    environ = {
+        "STOREBASE": "/tmp/sb",
+        "GPU_CONTAINER_ENV": "docker",
+        "GPU_PMAN_MAX_RUNNING": "-1",  # its own, bad
+        "JOB_LOGS_TAIL": "x",  # inherited, bad
+        "GPU_STORAGE_TYPE": "nfs",  # needs a server that nobody sets
+    }
+    with pytest.raises(ConfigError) as e:
+        load_settings(environ, resource="gpu")
+    assert set(e.value.fields) == {"GPU_PMAN_MAX_RUNNING", "JOB_LOGS_TAIL", "GPU_NFS_SERVER"}
+    assert "GPU_STORAGE_TYPE=nfs" in e.value.fields["GPU_NFS_SERVER"]
+    assert "GPU_PMAN_MAX_RUNNING" in e.value.message
+
+
+# ---- the declarations ---------------------------------------------------------------------
+def test_every_engine_has_its_section_and_container_env_offers_each() -> None:
+    from pman.backends import REGISTRY
+    from pman.settings.engines import ENGINE_SECTIONS
+    from pman.settings.resource import EngineChoice
+
+    assert set(ENGINE_SECTIONS) == set(REGISTRY)
+    env = next(env for _, _, env in EngineChoice.variables())
+    assert env.choices == tuple(REGISTRY)
+
+
+def _all_sections() -> list[type[Section]]:
+    from pman.settings import GLOBAL_SECTIONS
+    from pman.settings.engines import ENGINE_SECTIONS
+    from pman.settings.resource import RESOURCE_SECTIONS
+    from pman.settings.server import ServeSettings
+
+    return [*GLOBAL_SECTIONS, *RESOURCE_SECTIONS, *ENGINE_SECTIONS.values(), ServeSettings]
+
+
+def test_each_variable_is_declared_once_and_documented() -> None:
+    declared: dict[str, list[str]] = {}
+    for section in _all_sections():
+        for _, _, env in section.own_variables():
+            declared.setdefault(env.name, []).append(section.__name__)
+            assert env.doc.strip(), f"{env.name} has no description"
+    twice = {name: where for name, where in declared.items() if len(set(where)) > 1}
+    # podman's API is Docker's: the same variable with Podman's socket as default
+    assert twice == {"DOCKER_HOST": ["DockerSettings", "PodmanSettings"]}
+
+
+def test_the_configuration_reference_is_written_from_the_declarations() -> None:
+    from pman.settings.reference import REFERENCE_PATH, reference
+
+    committed = (Path(__file__).parents[2] / REFERENCE_PATH).read_text()
+    assert committed == reference(), (
+        f"{REFERENCE_PATH} differs from the declarations in pman/settings: run "
+        f"`python -m pman.settings reference --output {REFERENCE_PATH}`"
+    )
+    for section in _all_sections():
+        for _, _, env in section.variables():
+            assert f"`{env.name}`" in committed
+
+
+def test_the_flat_names_are_only_a_bridge_for_the_backends(storebase: Path, tmp_path: Path) -> None:
+    """Everything outside pman/backends reads the sections: a whole request's
+    path (API, service, registry, tracker, webhooks) reads no flat name."""
+    from pman.app import create_app
+    from pman.settings.bridge import FlatSettingWarning
+    from tests.helpers import job_body
+    from tests.unit.conftest import make_settings
+    from tests.unit.fakes import FakeBackend
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FlatSettingWarning)
+        settings = make_settings(
+            storebase, tmp_path, PMAN_WEBHOOK_SECRET="s" * 40, PMAN_MAX_RUNNING="1"
+        )
+        app = create_app(settings=settings, backend=FakeBackend())
+        track = app.extensions["pman"].service.tracker.run_once
+        with app.test_client() as client:
+            assert client.get("/api/v1/").status_code == 200
+            body = job_body(jid="bridge", callback_url="http://hooks.example.org/x")
+            assert client.post("/api/v1/", json=body).status_code == 201
+            track()
+            assert client.get("/api/v1/bridge/").status_code == 200
+            assert client.get("/api/v1/bridge/logs/").status_code == 200
+            assert client.delete("/api/v1/bridge/").status_code == 204
+            track()
+    with pytest.warns(FlatSettingWarning, match="resource.storage.storebase"):
+        assert settings.storebase == settings.resource.storage.storebase
+
+
+def test_logging_and_serve_options_read_the_same_declarations() -> None:
+    from pman.settings import load_serve_settings
+    from pman.settings.core import early_logging
+
+    # logging starts before the settings are checked: a bad format falls back
+    assert early_logging({}) == ("INFO", "json")
+    assert early_logging({"APPLICATION_MODE": "development"}) == ("INFO", "text")
+    assert early_logging({"PMAN_LOG_FORMAT": "xml", "PMAN_LOG_LEVEL": "debug"}) == (
+        "DEBUG",
+        "json",
+    )
+    options = load_serve_settings({"PMAN_PORT": "6000"})
+    assert (options.host, options.port, options.workers) == ("127.0.0.1", 6000, 2)
+    with pytest.raises(ConfigError) as e:
+        load_serve_settings({"PMAN_PORT": "http", "PMAN_WORKERS": "two"})
+    assert set(e.value.fields) == {"PMAN_PORT", "PMAN_WORKERS"}

@@ -22,15 +22,8 @@ from pman.app import create_app
 from pman.errors import ConfigError
 from pman.models import JobRequest, JobState
 from pman.registry import Registry, webhook_deliveries
-from pman.webhooks import (
-    Deliverer,
-    backoff,
-    check_webhook_url,
-    host_allowed,
-    parse_allowed_hosts,
-    sign,
-    verify,
-)
+from pman.settings.webhooks import check_webhook_url, host_allowed, parse_allowed_hosts
+from pman.webhooks import Deliverer, backoff, sign, verify
 from tests.helpers import job_body
 from tests.unit.conftest import make_settings
 from tests.unit.fakes import FakeBackend
@@ -117,7 +110,8 @@ def test_webhook_settings_are_checked(storebase: Path, tmp_path: Path) -> None:
         PMAN_WEBHOOK_SECRET=SECRET,
         PMAN_WEBHOOK_FORMAT="slack",
     )
-    assert (s.webhook_format, s.webhook_allowed_hosts, s.webhook_max_attempts) == (
+    hooks = s.webhooks
+    assert (hooks.format, hooks.allowed_hosts, hooks.max_attempts) == (
         "slack",
         ("*",),
         10,

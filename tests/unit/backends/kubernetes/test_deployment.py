@@ -82,11 +82,12 @@ def test_deployment_configuration_is_accepted_by_pman() -> None:
     # inside a pod Kubernetes sets this: pman then uses its ServiceAccount
     environ["KUBERNETES_SERVICE_HOST"] = "10.96.0.1"
     settings = load_settings(environ)
-    assert settings.container_env == "kubernetes"
-    assert settings.kubernetes_in_cluster and settings.kubeconfig is None
-    assert settings.storage_type == "kubernetes_pvc"
+    resource = settings.resource
+    assert resource.container_env == "kubernetes"
+    assert resource.engine.in_cluster and resource.engine.kubeconfig is None
+    assert resource.storage.storage_type == "kubernetes_pvc"
     claims = {o["metadata"]["name"] for o in by_kind("PersistentVolumeClaim")}
-    assert settings.volume_name in claims
+    assert resource.storage.volume_name in claims
     assert pod["serviceAccountName"] == by_kind("ServiceAccount")[0]["metadata"]["name"]
     (service,) = by_kind("Service")
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]

@@ -1,0 +1,97 @@
+"""Configuration from environment variables, read once at start-up.
+
+Settings are declared once, in sections (pman.settings.declare): the global
+ones here (core, server, registry, auth, webhooks) and those of a compute
+resource (pman.settings.resource: engine choice, storage, jobs, limits, and
+the chosen engine's own section, pman.settings.engines). Every variable is
+checked and every problem is reported together in one
+:class:`~pman.errors.ConfigError`; loading never touches the network.
+docs/configuration.md, the reference of every variable, is written from the
+declarations (``python -m pman.settings reference``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pman.settings import bridge
+from pman.settings.auth import AuthSettings
+from pman.settings.core import CoreSettings
+from pman.settings.declare import Environ, Problems, Section
+from pman.settings.registry import RegistrySettings
+from pman.settings.resource import Resource, load_resource
+from pman.settings.server import ServerSettings, ServeSettings
+from pman.settings.webhooks import WebhookSettings
+
+__all__ = ["GLOBAL_SECTIONS", "Resource", "Settings", "load_serve_settings", "load_settings"]
+
+#: the sections read once for the whole service, in the reference's order
+GLOBAL_SECTIONS: tuple[type[Section], ...] = (
+    CoreSettings,
+    ServerSettings,
+    RegistrySettings,
+    AuthSettings,
+    WebhookSettings,
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything pman is configured with. Build it with :func:`load_settings`."""
+
+    core: CoreSettings
+    server: ServerSettings
+    registry: RegistrySettings
+    auth: AuthSettings
+    webhooks: WebhookSettings
+    #: the compute resource jobs run on (issue 15 gives pman several)
+    resource: Resource
+    #: pman's own version
+    server_version: str
+
+    def __getattr__(self, name: str) -> Any:
+        # TEMPORARY: the old flat names, for the backends (pman.settings.bridge)
+        return bridge.resolve(self, name)
+
+
+def load_settings(environ: Mapping[str, str] | None = None, *, resource: str = "") -> Settings:
+    """Read and check every variable; raise ConfigError naming all bad ones at once.
+
+    ``resource`` names the compute resource whose own variables
+    (``<RESOURCE>_<VARIABLE>``) win over the unprefixed ones it inherits;
+    global sections are always unprefixed.
+    """
+    from pman import __version__
+
+    environ = os.environ if environ is None else environ
+    problems = Problems()
+    env = Environ(environ)
+    core = CoreSettings.load(env, problems)
+    server = ServerSettings.load(env, problems)
+    registry = RegistrySettings.load(env, problems)
+    auth = AuthSettings.load(env, problems)
+    webhooks = WebhookSettings.load(env, problems)
+    one = load_resource(environ, resource, core.data_dir, problems)
+    webhooks.check(core.application_mode, problems)
+    problems.raise_if_any()
+    return Settings(
+        core=core,
+        server=server,
+        registry=registry.with_defaults(core.data_dir),
+        auth=auth,
+        webhooks=webhooks,
+        resource=one,
+        server_version=__version__,
+    )
+
+
+def load_serve_settings(environ: Mapping[str, str] | None = None) -> ServeSettings:
+    """What ``pman serve`` listens on (the defaults of its options); ConfigError
+    naming every bad variable."""
+    problems = Problems()
+    options = ServeSettings.load(Environ(os.environ if environ is None else environ), problems)
+    problems.raise_if_any()
+    return options

@@ -1,0 +1,83 @@
+"""A compute resource: an engine and everything pman runs its jobs there with.
+
+Today pman has one resource, configured by unprefixed variables. Every
+section here is read through an :class:`~pman.settings.declare.Environ`, so
+that a named resource (issue 15) reads ``<NAME>_<VARIABLE>`` first and
+inherits ``<VARIABLE>`` otherwise: ``load_resource(environ, "hpc", ...)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+from pman.backends import REGISTRY
+from pman.settings.declare import EngineSettings, Env, Environ, Problems, Section
+from pman.settings.engines import ENGINE_SECTIONS, engine_section
+from pman.settings.jobs import JobSettings
+from pman.settings.limits import Limits
+from pman.settings.storage import StorageSettings
+
+
+class EngineChoice(Section):
+    """Which engine runs the resource's jobs (its section is read too)."""
+
+    title = "engine"
+
+    container_env: Annotated[
+        str,
+        Env(
+            "CONTAINER_ENV",
+            "the backend: its engine's own section below is read too",
+            choices=tuple(REGISTRY),
+        ),
+    ] = "local"
+
+
+#: the sections of a resource, in the order of the configuration reference
+RESOURCE_SECTIONS: tuple[type[Section], ...] = (EngineChoice, StorageSettings, JobSettings, Limits)
+
+
+@dataclass(frozen=True)
+class Resource:
+    """What one compute resource runs jobs with."""
+
+    #: the resource's name ("" for the one of unprefixed variables)
+    name: str
+    container_env: str
+    storage: StorageSettings
+    jobs: JobSettings
+    limits: Limits
+    #: the section of ``container_env``'s engine (pman.settings.engines)
+    engine: EngineSettings
+
+
+def resource_prefix(name: str) -> str:
+    """The prefix of a resource's own variables: ``hpc`` -> ``HPC_``."""
+    return f"{name.upper()}_" if name else ""
+
+
+def load_resource(
+    environ: Mapping[str, str], name: str, data_dir: Path | None, problems: Problems
+) -> Resource:
+    """The resource ``name`` as ``environ`` sets it (``<NAME>_<VARIABLE>``
+    first, ``<VARIABLE>`` inherited); every problem goes to ``problems``.
+    ``data_dir`` (PMAN_DATA_DIR) fills in the defaults that depend on it."""
+    env = Environ(environ, resource_prefix(name))
+    container_env = EngineChoice.load(env, problems).container_env
+    storage = StorageSettings.load(env, problems)
+    jobs = JobSettings.load(env, problems)
+    limits = Limits.load(env, problems)
+    # every engine's variables are checked, whichever engine runs (as pman
+    # always has): a bad one is refused even while another engine is chosen
+    sections = {cls: cls.load(env, problems) for cls in dict.fromkeys(ENGINE_SECTIONS.values())}
+    chosen = engine_section(container_env or "")
+    engine = sections[chosen] if chosen in sections else chosen.load(env, problems)
+    storage.check(container_env, env, problems)
+    if container_env is not None:
+        engine.check(storage, jobs, env, problems)
+    if data_dir is not None:
+        engine = engine.with_defaults(data_dir)
+    return Resource(name, container_env or "", storage, jobs, limits, engine)
