@@ -216,7 +216,7 @@ def make_pman(tmp_path: Path) -> Iterator[Callable[..., Pman]]:
             (storebase / "key-1" / "incoming").mkdir(parents=True)
             (storebase / "key-1" / "incoming" / "data.txt").write_text("some data\n")
         environ = {
-            # authentication has its own tests (tests/unit/test_auth.py, test_serve.py)
+            # authentication has its own tests (tests/unit/api/test_auth.py, test_serve.py)
             "PMAN_AUTH": "none",
             "CONTAINER_ENV": backend,
             "STOREBASE": str(storebase),

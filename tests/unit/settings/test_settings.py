@@ -211,7 +211,7 @@ def test_each_variable_is_declared_once_and_documented() -> None:
 def test_the_configuration_reference_is_written_from_the_declarations() -> None:
     from pman.settings.reference import REFERENCE_PATH, reference
 
-    committed = (Path(__file__).parents[2] / REFERENCE_PATH).read_text()
+    committed = (Path(__file__).parents[3] / REFERENCE_PATH).read_text()
     assert committed == reference(), (
         f"{REFERENCE_PATH} differs from the declarations in pman/settings: run "
         f"`python -m pman.settings reference --output {REFERENCE_PATH}`"
