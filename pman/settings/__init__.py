@@ -3,8 +3,9 @@
 Settings are declared once, in sections (pman.settings.declare): the global
 ones here (core, server, registry, auth, webhooks) and those of a compute
 resource (pman.settings.resource: engine choice, storage, jobs, limits, and
-the chosen engine's own section, pman.settings.engines). Every variable is
-checked and every problem is reported together in one
+the chosen engine's own section, which each engine declares in its package:
+pman/backends/<engine>/settings.py, listed in pman.backends.SETTINGS). Every
+variable is checked and every problem is reported together in one
 :class:`~pman.errors.ConfigError`; loading never touches the network.
 docs/configuration.md, the reference of every variable, is written from the
 declarations (``python -m pman.settings reference``).
@@ -15,9 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
-from pman.settings import bridge
 from pman.settings.auth import AuthSettings
 from pman.settings.core import CoreSettings
 from pman.settings.declare import Environ, Problems, Section
@@ -51,10 +50,6 @@ class Settings:
     resource: Resource
     #: pman's own version
     server_version: str
-
-    def __getattr__(self, name: str) -> Any:
-        # TEMPORARY: the old flat names, for the backends (pman.settings.bridge)
-        return bridge.resolve(self, name)
 
 
 def load_settings(environ: Mapping[str, str] | None = None, *, resource: str = "") -> Settings:

@@ -12,9 +12,9 @@ from typing import Any
 
 from pydantic.fields import FieldInfo
 
+from pman.backends import engine_sections
 from pman.settings import GLOBAL_SECTIONS
 from pman.settings.declare import EngineSettings, Env, Section, value_type
-from pman.settings.engines import ENGINE_SECTIONS
 from pman.settings.resource import RESOURCE_SECTIONS
 from pman.settings.server import ServeSettings
 
@@ -25,7 +25,8 @@ _INTRO = """\
 # Configuration reference
 
 <!-- Written by `python -m pman.settings reference --output docs/configuration.md`
-from the declarations in pman/settings/: edit those, not this file (a unit test
+from the declarations in pman/settings/ and each engine's
+pman/backends/<engine>/settings.py: edit those, not this file (a unit test
 fails when the two differ). -->
 
 Everything is an environment variable; every bad one is reported at start-up,
@@ -129,7 +130,7 @@ def reference() -> str:
         "## Engines\n\nThe section of the engine `CONTAINER_ENV` names. Every engine's "
         "variables are checked at start-up, whichever engine runs.\n"
     )
-    parts += [_engine(name, section) for name, section in ENGINE_SECTIONS.items()]
+    parts += [_engine(name, section) for name, section in engine_sections().items()]
     parts.append(
         "## `pman serve`\n\nRead by the `pman serve` command alone (an application a WSGI "
         "server builds ignores them).\n"

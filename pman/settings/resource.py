@@ -11,11 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
-from pman.backends import REGISTRY
+from pman.backends import REGISTRY, engine_sections
 from pman.settings.declare import EngineSettings, Env, Environ, Problems, Section
-from pman.settings.engines import ENGINE_SECTIONS, engine_section
 from pman.settings.jobs import JobSettings
 from pman.settings.limits import Limits
 from pman.settings.storage import StorageSettings
@@ -36,6 +35,8 @@ class EngineChoice(Section):
     ] = "local"
 
 
+E = TypeVar("E", bound=EngineSettings)
+
 #: the sections of a resource, in the order of the configuration reference
 RESOURCE_SECTIONS: tuple[type[Section], ...] = (EngineChoice, StorageSettings, JobSettings, Limits)
 
@@ -50,8 +51,22 @@ class Resource:
     storage: StorageSettings
     jobs: JobSettings
     limits: Limits
-    #: the section of ``container_env``'s engine (pman.settings.engines)
+    #: the section of ``container_env``'s engine (pman/backends/<engine>/settings.py)
     engine: EngineSettings
+
+    def engine_as(self, kind: type[E]) -> E:
+        """The engine's section, which an engine's backend knows to be a ``kind``."""
+        if not isinstance(self.engine, kind):
+            raise TypeError(
+                f"the resource runs {self.container_env!r}: its engine settings are a "
+                f"{type(self.engine).__name__}, not a {kind.__name__}"
+            )
+        return self.engine
+
+
+def engine_section(name: str) -> type[EngineSettings]:
+    """The section of the engine ``name``; an engine that declares none has an empty one."""
+    return engine_sections().get(name, EngineSettings)
 
 
 def resource_prefix(name: str) -> str:
@@ -72,7 +87,7 @@ def load_resource(
     limits = Limits.load(env, problems)
     # every engine's variables are checked, whichever engine runs (as pman
     # always has): a bad one is refused even while another engine is chosen
-    sections = {cls: cls.load(env, problems) for cls in dict.fromkeys(ENGINE_SECTIONS.values())}
+    sections = {cls: cls.load(env, problems) for cls in dict.fromkeys(engine_sections().values())}
     chosen = engine_section(container_env or "")
     engine = sections[chosen] if chosen in sections else chosen.load(env, problems)
     storage.check(container_env, env, problems)

@@ -8,8 +8,8 @@ from typing import Annotated
 
 from pydantic import field_validator
 
+from pman.backends import engine_sections
 from pman.settings.declare import Env, Environ, Problems, Section
-from pman.settings.engines import ENGINE_SECTIONS
 
 STORAGE_TYPES = ("host", "nfs", "docker_local_volume", "kubernetes_pvc")
 
@@ -17,7 +17,7 @@ STORAGE_TYPES = ("host", "nfs", "docker_local_volume", "kubernetes_pvc")
 def engines_with_volume(storage_type: str) -> tuple[str, ...]:
     """The engines ``storage_type`` is a volume of (EngineSettings.volumes); none
     for a storage type that is no engine's own."""
-    return tuple(name for name, s in ENGINE_SECTIONS.items() if storage_type in s.volumes)
+    return tuple(name for name, s in engine_sections().items() if storage_type in s.volumes)
 
 
 class StorageSettings(Section):

@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from pman.backends.docker import parse_engine_time
+from pman.backends.slurm.settings import SlurmSettings
 from tests.integration.conftest import Pman
 
 
@@ -330,7 +331,9 @@ def test_slurm_cancel_keeps_the_job_folder_and_follow_ends(
     resp = _cancel(pman, jid)
     assert resp.status_code == 200, resp.text
     assert (resp.json()["status"], resp.json()["message"]) == ("finishedWithError", "cancelled")
-    jobdir = pman.service.settings.slurm_job_dir / jid
+    slurm = pman.service.settings.resource.engine_as(SlurmSettings)
+    assert slurm.job_dir is not None
+    jobdir = slurm.job_dir / jid
     assert (jobdir / "log").exists()
     _until(lambda: pman.service.backend.get(jid).state.finished, "SLURM ended the job", 60)
     pman.service.tracker.run_once()

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from pman.backends.slurm.settings import SlurmSettings
 from tests.helpers import late_memhog
 from tests.integration.conftest import Pman
 
@@ -38,7 +39,14 @@ def squeue(jid: str) -> list[dict[str, str]]:
 
 
 def job_dir(p: Pman, jid: str) -> Path:
-    return Path(p.service.settings.slurm_job_dir) / jid
+    return jobs_dir(p) / jid
+
+
+def jobs_dir(p: Pman) -> Path:
+    """SLURM_JOB_DIR as the pman under test has it."""
+    job_dir = p.service.settings.resource.engine_as(SlurmSettings).job_dir
+    assert job_dir is not None
+    return job_dir
 
 
 def containers_of(p: Pman, jid: str) -> list[dict[str, Any]]:
@@ -256,7 +264,7 @@ def test_requests_the_cluster_cannot_meet_are_400(make_pman: Callable[..., Pman]
     resp = p.post(p.body(jid="bad/name"))
     assert resp.status_code == 400 and "jid" in resp.text
     # a refused job leaves no folder behind
-    assert list(Path(p.service.settings.slurm_job_dir).iterdir()) == []
+    assert list(jobs_dir(p).iterdir()) == []
 
 
 def test_unreachable_slurmctld_is_503(make_pman: Callable[..., Pman], tmp_path: Path) -> None:

@@ -18,12 +18,29 @@ runtime attributes ``pman_incoming`` and ``pman_outgoing``; the site's
 Cromwell backend configuration binds them at /share/incoming (read-only) and
 /share/outgoing, as upstream's ``sharedir`` did (README: "Cromwell").
 
-Modules: :mod:`.config` (the settings it reads), :mod:`.workflow` (the WDL
-document, inputs and form), :mod:`.state` (statuses to job states),
-:mod:`.client` (the REST calls), :mod:`.errors` (HTTP errors to pman's),
-:mod:`.logs` (the tasks' log files) and :mod:`.adapter` (the backend).
+Modules: :mod:`.settings` (its variables), :mod:`.config` (what it reads of
+the settings), :mod:`.workflow` (the WDL document, inputs and form),
+:mod:`.state` (statuses to job states), :mod:`.client` (the REST calls),
+:mod:`.errors` (HTTP errors to pman's), :mod:`.logs` (the tasks' log files)
+and :mod:`.adapter` (the backend).
 """
 
-from pman.backends.cromwell.adapter import CromwellBackend
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pman.backends.lazy import exports
+
+if TYPE_CHECKING:
+    from pman.backends.cromwell.adapter import CromwellBackend
 
 __all__ = ["CromwellBackend"]
+
+# imported when first asked for: pman's settings import this package (the
+# engine's own section, .settings) without its adapter and client library
+__getattr__ = exports(
+    __name__,
+    {
+        "CromwellBackend": "adapter",
+    },
+)

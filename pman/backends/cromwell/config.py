@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from pman.backends.cromwell.settings import CromwellSettings
 from pman.errors import ConfigError
-from pman.settings import Settings
+
+if TYPE_CHECKING:
+    from pman.settings import Resource, Settings
+    from pman.settings.core import CoreSettings
 
 #: the engine, for messages ("Cromwell server at http://...")
 ENGINE = "Cromwell server"
@@ -35,29 +40,36 @@ class CromwellConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CromwellConfig:
-        """The cromwell backend's settings; ConfigError naming every setting
-        it cannot work with."""
+        """The cromwell backend's settings (:meth:`from_resource`)."""
+        return cls.from_resource(settings.resource, settings.core)
+
+    @classmethod
+    def from_resource(cls, resource: Resource, core: CoreSettings) -> CromwellConfig:
+        """The configuration of a resource that runs ``cromwell``; ConfigError
+        naming every setting it cannot work with."""
+        url = resource.engine_as(CromwellSettings).url
+        storage, jobs = resource.storage, resource.jobs
         problems: dict[str, str] = {}
-        if not settings.cromwell_url:
+        if not url:
             problems["CROMWELL_URL"] = "required when CONTAINER_ENV=cromwell"
-        if settings.storage_type != "host":
+        if storage.storage_type != "host":
             problems["STORAGE_TYPE"] = (
                 "the cromwell backend needs host storage: STOREBASE at the same path on the "
                 "Cromwell server's compute nodes"
             )
-        if settings.container_user.uid or settings.container_user.gid:
+        if jobs.container_user.uid or jobs.container_user.gid:
             problems["CONTAINER_USER"] = (
                 "not supported by the cromwell backend: the site's Cromwell configuration "
                 "decides whom jobs run as"
             )
-        if settings.shm_size is not None:
+        if jobs.shm_size is not None:
             problems["SHM_SIZE"] = "not supported by the cromwell backend"
-        if settings.ignore_limits:
+        if jobs.ignore_limits:
             problems["IGNORE_LIMITS"] = (
                 "not supported by the cromwell backend: a job's cpu and memory are what "
                 "Cromwell's scheduler allocates to it"
             )
-        for key, value in settings.job_labels.items():
+        for key, value in jobs.labels.items():
             if len(key) > LABEL_MAX or len(value) > LABEL_MAX:
                 problems["JOB_LABELS"] = (
                     f"label {key!r}: Cromwell takes keys and values of at most "
@@ -66,10 +78,10 @@ class CromwellConfig:
         if problems:
             lines = "\n".join(f"  {k}: {v}" for k, v in sorted(problems.items()))
             raise ConfigError(f"invalid configuration:\n{lines}", fields=problems)
-        assert settings.cromwell_url
+        assert url
         return cls(
-            url=settings.cromwell_url.rstrip("/"),
-            timeout=settings.engine_timeout,
-            storebase=str(settings.storebase or "").rstrip("/"),
-            timelimit_minutes=settings.timelimit_minutes,
+            url=url.rstrip("/"),
+            timeout=core.engine_timeout,
+            storebase=str(storage.storebase or "").rstrip("/"),
+            timelimit_minutes=jobs.timelimit_minutes,
         )

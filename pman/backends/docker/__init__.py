@@ -1,5 +1,6 @@
 """Jobs as containers on a Docker engine or Podman's Docker-compatible service.
 
+- :mod:`.settings`: the docker and podman variables (swarm's extend them)
 - :mod:`.config`: what the backends read from pman's settings
 - :mod:`.state`: a container's state from the engine's answers (pure)
 - :mod:`.manifest`: a job as a container create request (pure)
@@ -10,7 +11,25 @@
 - :mod:`.adapter`: the docker and podman backends
 """
 
-from pman.backends.docker.adapter import DockerBackend, PodmanBackend
-from pman.backends.docker.state import parse_engine_time
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pman.backends.lazy import exports
+
+if TYPE_CHECKING:
+    from pman.backends.docker.adapter import DockerBackend, PodmanBackend
+    from pman.backends.docker.state import parse_engine_time
 
 __all__ = ["DockerBackend", "PodmanBackend", "parse_engine_time"]
+
+# imported when first asked for: pman's settings import this package (the
+# engine's own section, .settings) without its adapter and client library
+__getattr__ = exports(
+    __name__,
+    {
+        "DockerBackend": "adapter",
+        "PodmanBackend": "adapter",
+        "parse_engine_time": "state",
+    },
+)

@@ -11,9 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from pman.backends.docker.settings import DockerSettings
 from pman.backends.docker.state import never_started_after
-from pman.settings import Settings
+
+if TYPE_CHECKING:
+    from pman.settings import Resource, Settings
+    from pman.settings.core import CoreSettings
+    from pman.settings.jobs import JobSettings
 
 
 @dataclass(frozen=True)
@@ -36,15 +42,18 @@ class EngineConfig:
     pfcon_selector: str
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> EngineConfig:
+    def from_resource(cls, resource: Resource, core: CoreSettings) -> EngineConfig:
+        """The engine of a resource that runs docker, podman or swarm (whose
+        sections extend docker's)."""
+        engine, storage = resource.engine_as(DockerSettings), resource.storage
         return cls(
-            environment=settings.docker_environment(),
-            api_version=settings.docker_api_version,
-            timeout=settings.engine_timeout,
-            storage_type=settings.storage_type,
-            storebase=settings.storebase,
-            volume_name=settings.volume_name,
-            pfcon_selector=settings.pfcon_selector,
+            environment=engine.environment(),
+            api_version=engine.api_version,
+            timeout=core.engine_timeout,
+            storage_type=storage.storage_type,
+            storebase=storage.storebase,
+            volume_name=storage.volume_name,
+            pfcon_selector=storage.pfcon_selector,
         )
 
     @property
@@ -67,12 +76,13 @@ class JobOptions:
     read_only_rootfs: bool
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> JobOptions:
+    def from_jobs(cls, jobs: JobSettings) -> JobOptions:
+        """The options of a resource's jobs section."""
         return cls(
-            ignore_limits=settings.ignore_limits,
-            shm_size=settings.shm_size,
-            cap_add=tuple(settings.cap_add),
-            read_only_rootfs=settings.read_only_rootfs,
+            ignore_limits=jobs.ignore_limits,
+            shm_size=jobs.shm_size,
+            cap_add=tuple(jobs.cap_add),
+            read_only_rootfs=jobs.read_only_rootfs,
         )
 
 
@@ -85,9 +95,14 @@ class DockerConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DockerConfig:
+        return cls.from_resource(settings.resource, settings.core)
+
+    @classmethod
+    def from_resource(cls, resource: Resource, core: CoreSettings) -> DockerConfig:
+        """The configuration of a resource that runs docker or podman."""
         return cls(
-            engine=EngineConfig.from_settings(settings),
-            jobs=JobOptions.from_settings(settings),
+            engine=EngineConfig.from_resource(resource, core),
+            jobs=JobOptions.from_jobs(resource.jobs),
         )
 
     @property

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pman.backends.kubernetes.manifest import is_label_key, is_label_value
+from pman.backends.kubernetes.settings import KubernetesSettings
 from pman.errors import ConfigError
-from pman.settings import Settings
+
+if TYPE_CHECKING:
+    from pman.settings import Resource, Settings
+    from pman.settings.core import CoreSettings
 
 
 @dataclass(frozen=True)
@@ -63,13 +67,16 @@ class KubernetesConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KubernetesConfig:
-        """The configuration in ``settings``; a ConfigError for JOB_LABELS that
-        are no Kubernetes labels (every pod carries them)."""
-        bad = {
-            k: v
-            for k, v in settings.job_labels.items()
-            if not (is_label_key(k) and is_label_value(v))
-        }
+        return cls.from_resource(settings.resource, settings.core)
+
+    @classmethod
+    def from_resource(cls, resource: Resource, core: CoreSettings) -> KubernetesConfig:
+        """The configuration of a resource that runs ``kubernetes``; a
+        ConfigError for JOB_LABELS that are no Kubernetes labels (every pod
+        carries them)."""
+        kube = resource.engine_as(KubernetesSettings)
+        storage, jobs = resource.storage, resource.jobs
+        bad = {k: v for k, v in jobs.labels.items() if not (is_label_key(k) and is_label_value(v))}
         if bad:
             raise ConfigError(
                 f"JOB_LABELS {bad} are not valid Kubernetes labels (keys: [prefix/]name, "
@@ -77,23 +84,23 @@ class KubernetesConfig:
                 fields={"JOB_LABELS": "not valid Kubernetes labels"},
             )
         return cls(
-            namespace=settings.job_namespace,
-            timeout=settings.engine_timeout,
-            kubeconfig=settings.kubeconfig,
-            in_cluster=settings.kubernetes_in_cluster,
-            pending_timeout=settings.kubernetes_pending_timeout,
-            storage_type=settings.storage_type,
-            storebase=settings.storebase,
-            nfs_server=settings.nfs_server,
-            volume_name=settings.volume_name,
-            shm_size=settings.shm_size,
-            ignore_limits=settings.ignore_limits,
-            gpu_resource=settings.kubernetes_gpu_resource,
-            run_as_user=settings.securitycontext_run_as_user,
-            run_as_group=settings.securitycontext_run_as_group,
-            node_selector=dict(settings.node_selector),
-            tolerations=tuple(dict(t) for t in settings.tolerations),
-            image_pull_secrets=tuple(settings.image_pull_secrets),
-            timelimit_minutes=settings.timelimit_minutes,
-            job_ttl_seconds=settings.job_ttl_seconds,
+            namespace=kube.namespace,
+            timeout=core.engine_timeout,
+            kubeconfig=kube.kubeconfig,
+            in_cluster=kube.in_cluster,
+            pending_timeout=kube.pending_timeout,
+            storage_type=storage.storage_type,
+            storebase=storage.storebase,
+            nfs_server=storage.nfs_server,
+            volume_name=storage.volume_name,
+            shm_size=jobs.shm_size,
+            ignore_limits=jobs.ignore_limits,
+            gpu_resource=kube.gpu_resource,
+            run_as_user=kube.run_as_user,
+            run_as_group=kube.run_as_group,
+            node_selector=dict(kube.node_selector),
+            tolerations=tuple(dict(t) for t in kube.tolerations),
+            image_pull_secrets=tuple(kube.image_pull_secrets),
+            timelimit_minutes=jobs.timelimit_minutes,
+            job_ttl_seconds=kube.job_ttl_seconds,
         )

@@ -9,8 +9,8 @@ cpu_limit and memory_limit where the kernel lets pman make one
 workers are refused. Each job is a folder under ``PMAN_DATA_DIR/local/jobs``
 (:mod:`.jobdir`) kept by a detached supervisor (:mod:`.runner`, started as
 ``python -m pman.backends.local.runner JOBDIR``); its state is read from the
-folder's records (:mod:`.state`). :mod:`.config` holds the settings it reads,
-:mod:`.adapter` the backend.
+folder's records (:mod:`.state`). :mod:`.settings` declares its variables,
+:mod:`.config` holds what it reads of them, :mod:`.adapter` the backend.
 
 The backend class is imported when first asked for: the supervisor, started
 on every submit, imports this package too and needs none of pman's service.
@@ -18,17 +18,13 @@ on every submit, imports this package too and needs none of pman's service.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from pman.backends.lazy import exports
 
 if TYPE_CHECKING:
     from pman.backends.local.adapter import LocalBackend
 
 __all__ = ["LocalBackend"]
 
-
-def __getattr__(name: str) -> Any:
-    if name == "LocalBackend":
-        from pman.backends.local.adapter import LocalBackend
-
-        return LocalBackend
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = exports(__name__, {"LocalBackend": "adapter"})

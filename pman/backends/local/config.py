@@ -5,9 +5,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pman.backends.local.sandbox import overlap
-from pman.settings import Settings
+from pman.backends.local.settings import LocalSettings
+
+if TYPE_CHECKING:
+    from pman.settings import Resource, Settings
+    from pman.settings.core import CoreSettings
 
 
 @dataclass(frozen=True)
@@ -32,12 +37,19 @@ class LocalConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalConfig:
+        return cls.from_resource(settings.resource, settings.core)
+
+    @classmethod
+    def from_resource(cls, resource: Resource, core: CoreSettings) -> LocalConfig:
+        """The configuration of a resource that runs ``local`` (``core``: pman's
+        data folder, which no job may see)."""
+        local = resource.engine_as(LocalSettings)
         return cls(
-            data_dir=settings.data_dir,
-            storebase=settings.storebase,
-            user=settings.local_user,
-            read_only_paths=settings.local_read_only_paths,
-            ignore_limits=settings.ignore_limits,
+            data_dir=core.data_dir,
+            storebase=resource.storage.storebase,
+            user=local.user,
+            read_only_paths=local.read_only_paths,
+            ignore_limits=resource.jobs.ignore_limits,
         )
 
     def read_only_problems(self) -> list[str]:

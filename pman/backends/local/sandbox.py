@@ -104,7 +104,7 @@ def _lookup_id(text: str, kind: str) -> int:
 
 
 def resolve_user(setting: str | None) -> JobUser:
-    """The job user for PMAN_LOCAL_USER (``USER[:GROUP]``, see pman.settings);
+    """The job user for PMAN_LOCAL_USER (``USER[:GROUP]``, see :mod:`.settings`);
     ValueError when it cannot be used."""
     if os.geteuid() != 0:
         me = JobUser(os.getuid(), os.getgid(), switch=False)

@@ -27,6 +27,7 @@ removes the container itself, then exits.
 
 The package, one concern per module:
 
+- :mod:`.settings`: its variables (names, defaults, checks, documentation);
 - :mod:`.config`: what the backend reads from pman's settings (``from_settings``);
 - :mod:`.runner`: THE helper that runs a SLURM command (:class:`LocalRunner`;
   another runner, over SSH say, can take its place);
@@ -38,9 +39,29 @@ The package, one concern per module:
 - :mod:`.adapter`: :class:`SlurmBackend`, wiring them.
 """
 
-from pman.backends.slurm.adapter import SlurmBackend
-from pman.backends.slurm.client import SlurmClient
-from pman.backends.slurm.config import SlurmConfig
-from pman.backends.slurm.runner import LocalRunner, SlurmCommandError
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pman.backends.lazy import exports
+
+if TYPE_CHECKING:
+    from pman.backends.slurm.adapter import SlurmBackend
+    from pman.backends.slurm.client import SlurmClient
+    from pman.backends.slurm.config import SlurmConfig
+    from pman.backends.slurm.runner import LocalRunner, SlurmCommandError
 
 __all__ = ["LocalRunner", "SlurmBackend", "SlurmClient", "SlurmCommandError", "SlurmConfig"]
+
+# imported when first asked for: pman's settings import this package (the
+# engine's own section, .settings) without its adapter and client library
+__getattr__ = exports(
+    __name__,
+    {
+        "LocalRunner": "runner",
+        "SlurmBackend": "adapter",
+        "SlurmClient": "client",
+        "SlurmCommandError": "runner",
+        "SlurmConfig": "config",
+    },
+)

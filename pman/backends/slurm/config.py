@@ -1,9 +1,10 @@
 """What the slurm backend reads from pman's settings, in one place.
 
-:func:`from_settings` is the only reader of :class:`~pman.settings.Settings`
-in this package: the adapter, the script builder and the command runner see
-only a :class:`SlurmConfig`. The settings themselves (names, defaults,
-cross-checks, documentation) are still declared in :mod:`pman.settings`.
+:func:`from_resource` (and :func:`from_settings`, which hands it the
+resource) is the only reader of pman's settings in this package: the adapter,
+the script builder and the command runner see only a :class:`SlurmConfig`.
+The slurm engine's own variables (names, defaults, cross-checks,
+documentation) are declared in :mod:`.settings`.
 """
 
 from __future__ import annotations
@@ -11,14 +12,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pman.settings import Settings
+from pman.backends.slurm.settings import SlurmSettings
+
+if TYPE_CHECKING:
+    from pman.settings import Resource, Settings
+    from pman.settings.core import CoreSettings
 
 #: runtimes that run the job's container as a child of their own engine
 #: (not of the job): the script removes it when SLURM signals the job
 RUNTIMES_WITH_ENGINE = ("docker", "podman")
-#: runtimes that run the job as the user who submits it (pman's)
-RUNTIMES_AS_SUBMITTER = ("apptainer", "singularity", "none")
 
 
 @dataclass(frozen=True)
@@ -59,21 +63,29 @@ class SlurmConfig:
 
 def from_settings(settings: Settings) -> SlurmConfig:
     """The slurm backend's configuration: the one place it reads pman's settings."""
-    assert settings.slurm_job_dir is not None  # load_settings always sets it
+    return from_resource(settings.resource, settings.core, settings.registry.instance)
+
+
+def from_resource(resource: Resource, core: CoreSettings, instance: str) -> SlurmConfig:
+    """The configuration of a resource that runs ``slurm``: its sections, pman's
+    engine timeout (``core``) and the name pman gives itself on its jobs."""
+    slurm = resource.engine_as(SlurmSettings)
+    jobs = resource.jobs
+    assert slurm.job_dir is not None  # load_settings always sets it
     return SlurmConfig(
-        job_dir=settings.slurm_job_dir,
-        runtime=settings.slurm_container_runtime,
-        storebase=settings.storebase,
-        partition=settings.slurm_partition,
-        account=settings.slurm_account,
-        qos=settings.slurm_qos,
-        extra_options=tuple(settings.slurm_extra_options),
-        bin_dir=settings.slurm_bin_dir,
-        conf=settings.slurm_conf,
-        engine_timeout=settings.engine_timeout,
-        timelimit_minutes=settings.timelimit_minutes,
-        ignore_limits=settings.ignore_limits,
-        shm_size=settings.shm_size,
-        job_labels=dict(settings.job_labels),
-        instance=settings.instance,
+        job_dir=slurm.job_dir,
+        runtime=slurm.container_runtime,
+        storebase=resource.storage.storebase,
+        partition=slurm.partition,
+        account=slurm.account,
+        qos=slurm.qos,
+        extra_options=tuple(slurm.extra_options),
+        bin_dir=slurm.bin_dir,
+        conf=slurm.conf,
+        engine_timeout=core.engine_timeout,
+        timelimit_minutes=jobs.timelimit_minutes,
+        ignore_limits=jobs.ignore_limits,
+        shm_size=jobs.shm_size,
+        job_labels=dict(jobs.labels),
+        instance=instance,
     )

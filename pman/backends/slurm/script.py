@@ -23,7 +23,8 @@ import jinja2
 
 from pman.backends.kit.paths import rewrite_text
 from pman.backends.slurm.comment import encode_comment
-from pman.backends.slurm.config import RUNTIMES_AS_SUBMITTER, RUNTIMES_WITH_ENGINE, SlurmConfig
+from pman.backends.slurm.config import RUNTIMES_WITH_ENGINE, SlurmConfig
+from pman.backends.slurm.settings import RUNTIMES_AS_SUBMITTER
 from pman.errors import InvalidJobSpec, PmanError, UnsupportedOption
 from pman.models import INCOMING, OUTGOING, JobSpec
 

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pman.backends.docker.config import EngineConfig, JobOptions
-from pman.settings import Settings
+from pman.backends.swarm.settings import SwarmSettings
+
+if TYPE_CHECKING:
+    from pman.settings import Resource, Settings
+    from pman.settings.core import CoreSettings
 
 
 @dataclass(frozen=True)
@@ -23,9 +28,14 @@ class SwarmConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SwarmConfig:
+        return cls.from_resource(settings.resource, settings.core)
+
+    @classmethod
+    def from_resource(cls, resource: Resource, core: CoreSettings) -> SwarmConfig:
+        """The configuration of a resource that runs ``swarm``."""
         return cls(
-            engine=EngineConfig.from_settings(settings),
-            jobs=JobOptions.from_settings(settings),
-            nfs_server=settings.nfs_server,
-            pending_timeout=settings.swarm_pending_timeout,
+            engine=EngineConfig.from_resource(resource, core),
+            jobs=JobOptions.from_jobs(resource.jobs),
+            nfs_server=resource.storage.nfs_server,
+            pending_timeout=resource.engine_as(SwarmSettings).pending_timeout,
         )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import socket
-import warnings
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -179,22 +180,25 @@ def test_a_resource_error_names_the_variable_that_holds_the_value() -> None:
 
 # ---- the declarations ---------------------------------------------------------------------
 def test_every_engine_has_its_section_and_container_env_offers_each() -> None:
-    from pman.backends import REGISTRY
-    from pman.settings.engines import ENGINE_SECTIONS
+    from pman.backends import REGISTRY, engine_sections
     from pman.settings.resource import EngineChoice
 
-    assert set(ENGINE_SECTIONS) == set(REGISTRY)
+    assert set(engine_sections()) == set(REGISTRY)
     env = next(env for _, _, env in EngineChoice.variables())
     assert env.choices == tuple(REGISTRY)
+    # each declared in its engine's package, next to the backend that reads it
+    for name, section in engine_sections().items():
+        package = REGISTRY[name].partition(":")[0]
+        assert section.__module__ == f"{package}.settings", name
 
 
 def _all_sections() -> list[type[Section]]:
+    from pman.backends import engine_sections
     from pman.settings import GLOBAL_SECTIONS
-    from pman.settings.engines import ENGINE_SECTIONS
     from pman.settings.resource import RESOURCE_SECTIONS
     from pman.settings.server import ServeSettings
 
-    return [*GLOBAL_SECTIONS, *RESOURCE_SECTIONS, *ENGINE_SECTIONS.values(), ServeSettings]
+    return [*GLOBAL_SECTIONS, *RESOURCE_SECTIONS, *engine_sections().values(), ServeSettings]
 
 
 def test_each_variable_is_declared_once_and_documented() -> None:
@@ -221,33 +225,43 @@ def test_the_configuration_reference_is_written_from_the_declarations() -> None:
             assert f"`{env.name}`" in committed
 
 
-def test_the_flat_names_are_only_a_bridge_for_the_backends(storebase: Path, tmp_path: Path) -> None:
-    """Everything outside pman/backends reads the sections: a whole request's
-    path (API, service, registry, tracker, webhooks) reads no flat name."""
-    from pman.app import create_app
-    from pman.settings.bridge import FlatSettingWarning
-    from tests.helpers import job_body
-    from tests.unit.conftest import make_settings
-    from tests.unit.fakes import FakeBackend
+_LOAD_EVERY_ENGINE = """
+import sys
+from pman.backends import REGISTRY
+from pman.settings import load_settings
+for name in REGISTRY:
+    env = {"CONTAINER_ENV": name, "STOREBASE": "/tmp/sb", "PMAN_DATA_DIR": "/tmp/data",
+           "CROMWELL_URL": "http://cromwell.example:8000"}
+    settings = load_settings(env)
+    assert settings.resource.container_env == name
+print(" ".join(sorted(m for m in sys.modules if m.startswith(("docker", "kubernetes", "pman.")))))
+"""
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", FlatSettingWarning)
-        settings = make_settings(
-            storebase, tmp_path, PMAN_WEBHOOK_SECRET="s" * 40, PMAN_MAX_RUNNING="1"
-        )
-        app = create_app(settings=settings, backend=FakeBackend())
-        track = app.extensions["pman"].service.tracker.run_once
-        with app.test_client() as client:
-            assert client.get("/api/v1/").status_code == 200
-            body = job_body(jid="bridge", callback_url="http://hooks.example.org/x")
-            assert client.post("/api/v1/", json=body).status_code == 201
-            track()
-            assert client.get("/api/v1/bridge/").status_code == 200
-            assert client.get("/api/v1/bridge/logs/").status_code == 200
-            assert client.delete("/api/v1/bridge/").status_code == 204
-            track()
-    with pytest.warns(FlatSettingWarning, match="resource.storage.storebase"):
-        assert settings.storebase == settings.resource.storage.storebase
+
+def test_settings_load_without_delivery_code() -> None:
+    """Every engine's section is read (pman.backends.SETTINGS), and not one
+    engine's adapter nor its library (docker SDK, kubernetes client) is imported:
+    a backend's library matters only to the sites that use it."""
+    root = Path(__file__).parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", _LOAD_EVERY_ENGINE],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    modules = done.stdout.split()
+    assert "pman.backends.slurm.settings" in modules
+    backends = {m for m in modules if m.startswith("pman.backends.")}
+    assert all(m.count(".") == 2 or m.endswith(".settings") for m in backends), backends
+    assert not [m for m in modules if m.startswith(("docker", "kubernetes"))]
+
+
+def test_settings_have_no_flat_names(tmp_path: Path) -> None:
+    """settings.storebase and the like (a bridge while the backends moved) are gone."""
+    settings = load_settings({"STOREBASE": str(tmp_path), "PMAN_DATA_DIR": str(tmp_path)})
+    for name in ("storebase", "slurm_partition", "engine_timeout", "docker_environment"):
+        assert not hasattr(settings, name), name
 
 
 def test_logging_and_serve_options_read_the_same_declarations() -> None:

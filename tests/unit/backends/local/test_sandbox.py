@@ -11,6 +11,7 @@ import pytest
 from pman.backends.local import LocalBackend
 from pman.backends.local import sandbox as local_sandbox
 from pman.backends.local.sandbox import Bind, JobUser, build, resolve_user
+from pman.backends.local.settings import LocalSettings
 from pman.errors import ConfigError
 from pman.settings import load_settings
 
@@ -18,8 +19,8 @@ ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="pman runs as root here
 
 
 def test_settings_take_a_user_and_read_only_paths() -> None:
-    s = load_settings({"STOREBASE": "/srv/x"})
-    assert (s.local_user, s.local_read_only_paths) == (None, ())
+    local = load_settings({"STOREBASE": "/srv/x"}).resource.engine_as(LocalSettings)
+    assert (local.user, local.read_only_paths) == (None, ())
     s = load_settings(
         {
             "STOREBASE": "/srv/x",
@@ -27,8 +28,9 @@ def test_settings_take_a_user_and_read_only_paths() -> None:
             "PMAN_LOCAL_READ_ONLY_PATHS": "/opt/venv, /srv/tools/",
         }
     )
-    assert s.local_user == "1000:users"
-    assert s.local_read_only_paths == (Path("/opt/venv"), Path("/srv/tools"))
+    local = s.resource.engine_as(LocalSettings)
+    assert local.user == "1000:users"
+    assert local.read_only_paths == (Path("/opt/venv"), Path("/srv/tools"))
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ import pytest
 
 from pman.backends import load_backend
 from pman.backends.slurm import SlurmBackend
+from pman.backends.slurm.settings import SlurmSettings
 from pman.errors import ConfigError
 from pman.settings import load_settings
 from tests.unit.backends.slurm.helpers import settings
@@ -19,10 +20,11 @@ from tests.unit.backends.slurm.helpers import settings
 
 def test_slurm_settings_defaults(tmp_path: Path) -> None:
     s = load_settings({"CONTAINER_ENV": "slurm", "STOREBASE": "/sb", "PMAN_DATA_DIR": "/d"})
-    assert s.slurm_job_dir == Path("/d/slurm/jobs")
-    assert s.slurm_container_runtime == "apptainer"
-    assert s.slurm_partition is None and s.slurm_extra_options == ()
-    assert s.slurm_bin_dir is None and s.slurm_conf is None
+    slurm = s.resource.engine_as(SlurmSettings)
+    assert slurm.job_dir == Path("/d/slurm/jobs")
+    assert slurm.container_runtime == "apptainer"
+    assert slurm.partition is None and slurm.extra_options == ()
+    assert slurm.bin_dir is None and slurm.conf is None
 
 
 def test_slurm_settings_errors_all_at_once() -> None:
@@ -68,7 +70,7 @@ def test_settings_the_runtime_cannot_honour() -> None:
         load_settings({**base, "CONTAINER_USER": "1000:1000", "SHM_SIZE": "64"})
     assert set(e.value.fields) == {"CONTAINER_USER", "SHM_SIZE"}  # apptainer
     s = load_settings({**base, "SLURM_CONTAINER_RUNTIME": "docker", "CONTAINER_USER": "1:1"})
-    assert s.container_user.uid is not None
+    assert s.resource.jobs.container_user.uid is not None
     with pytest.raises(ConfigError) as e:
         load_settings({**base, "STORAGE_TYPE": "kubernetes_pvc", "VOLUME_NAME": "v"})
     assert "STORAGE_TYPE" in e.value.fields

@@ -13,6 +13,7 @@ import requests
 from pman.backends import load_backend
 from pman.backends.swarm import SwarmBackend
 from pman.backends.swarm.config import SwarmConfig
+from pman.backends.swarm.settings import SwarmSettings
 from pman.errors import (
     BackendError,
     BackendUnavailable,
@@ -139,13 +140,15 @@ def test_settings_for_swarm(tmp_path: Path) -> None:
     s = load_settings(
         {"CONTAINER_ENV": "swarm", "STORAGE_TYPE": "docker_local_volume", "VOLUME_NAME": "v"}
     )
-    assert s.swarm_pending_timeout == 60.0
-    assert s.docker_environment()["DOCKER_HOST"] == "unix:///var/run/docker.sock"
+    assert s.resource.engine_as(SwarmSettings).pending_timeout == 60.0
+    assert s.resource.engine_as(SwarmSettings).environment()["DOCKER_HOST"] == (
+        "unix:///var/run/docker.sock"
+    )
     assert isinstance(load_backend("swarm", s), SwarmBackend)  # offline
     s = load_settings(
         {"CONTAINER_ENV": "swarm", "STOREBASE": "/x", "PMAN_SWARM_PENDING_TIMEOUT": "5"}
     )
-    assert s.swarm_pending_timeout == 5.0
+    assert s.resource.engine_as(SwarmSettings).pending_timeout == 5.0
     with pytest.raises(ConfigError) as e:
         load_settings(
             {"CONTAINER_ENV": "swarm", "STOREBASE": "/x", "PMAN_SWARM_PENDING_TIMEOUT": "0"}

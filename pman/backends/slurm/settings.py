@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 SLURM_RUNTIMES = ("apptainer", "singularity", "docker", "podman", "none")
 #: the runtimes that run a job as the user that submits it (pman's)
-_AS_SUBMITTER = ("apptainer", "singularity", "none")
+RUNTIMES_AS_SUBMITTER = ("apptainer", "singularity", "none")
 #: sbatch options pman sets itself for every job: SLURM_EXTRA_OPTIONS must not change them
 SLURM_RESERVED_OPTIONS = frozenset(
     {
@@ -140,7 +140,7 @@ class SlurmSettings(EngineSettings):
             )
         runtime = self.container_runtime
         user = jobs.container_user
-        if runtime in _AS_SUBMITTER and user is not None and (user.uid or user.gid):
+        if runtime in RUNTIMES_AS_SUBMITTER and user is not None and (user.uid or user.gid):
             problems.add(
                 name("CONTAINER_USER"),
                 f"{name('SLURM_CONTAINER_RUNTIME')}={runtime} runs jobs as the user that "

@@ -1,5 +1,5 @@
 """The docker and podman engines' settings: how pman reaches the engine's API
-(swarm's extend them, pman.settings.engines.swarm)."""
+(swarm's extend them, pman.backends.swarm.settings)."""
 
 from __future__ import annotations
 

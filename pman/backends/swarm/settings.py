@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from pman.backends.docker.settings import DockerSettings
 from pman.settings.declare import Env
-from pman.settings.engines.docker import DockerSettings
 
 
 class SwarmSettings(DockerSettings):
