@@ -7,7 +7,9 @@ The registry keeps three things apart that used to share two columns:
 - ``phase`` (Phase): where pman has got with the job (accepted, waiting in
   pman's own queue, on the engine, cancelled for good, withdrawn, deleted):
   control state that only pman reads;
-- ``reason`` (Reason): why the job is in its state, as clients see it.
+- ``reason`` (Reason): why the job is in its state, as clients see it
+  (defined with the model, pman.models.Reason, which JobInfo holds; this
+  module gives it out too).
 
 ``transition(current, report)`` holds every rule of how a record moves: what
 state, reason and message a report (from the engine, a user's cancel or
@@ -26,7 +28,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
-from pman.models import JobInfo, JobState
+from pman.models import JobInfo, JobState, Reason
 
 
 def utcnow() -> datetime:
@@ -57,80 +59,6 @@ class Phase(StrEnum):
     WAITING = "waiting"
     #: reserved: a workflow step that will not run
     SKIPPED = "skipped"
-
-
-class Reason(StrEnum):
-    """Why a job is in its state: the ``reason`` clients see (GET /api/v1/jobs/).
-
-    A StrEnum: each member is its string, so comparisons with plain strings
-    (the backends' JobInfo.reason) hold and the wire format is unchanged."""
-
-    #: nothing to explain (running, succeeded, or a queued job on the engine)
-    NONE = ""
-    # ---- pman's own
-    #: waiting in pman's queue (Phase.QUEUED)
-    PMAN_QUEUE = "pman_queue"
-    #: a withdrawn submission (Phase.WITHDRAWN; no client sees it)
-    PMAN_WITHDRAW = "pman_withdraw"
-    #: a user cancelled it (POST /api/v1/<jid>/cancel/), or the engine says so
-    CANCELLED = "cancelled"
-    #: deleted while it ran or waited
-    DELETED = "deleted"
-    #: pman stopped between recording the job and submitting it
-    NEVER_SUBMITTED = "never_submitted"
-    #: the engine no longer knows the job
-    VANISHED = "vanished"
-    #: it could not start (from pman's queue, or the engine could not start it)
-    START_FAILED = "start_failed"
-    # ---- the engines'
-    #: the job's command exited non-zero
-    EXIT_CODE = "exit_code"
-    OOM_KILLED = "oom_killed"
-    #: SIGKILL (exit code 137) on an engine that does not report OOM kills
-    KILLED = "killed"
-    SIGNALLED = "signalled"
-    TIME_LIMIT = "time_limit"
-    #: SLURM's TIMEOUT
-    TIMEOUT = "timeout"
-    #: Docker: created but never started (pman stopped in between)
-    NEVER_STARTED = "never_started"
-    #: local: the job's supervisor ended without recording an outcome
-    SUPERVISOR_LOST = "supervisor_lost"
-    UNKNOWN_STATUS = "unknown_status"
-    IMAGE_PULL_FAILED = "image_pull_failed"
-    CONFIG_ERROR = "config_error"
-    NOT_SCHEDULED = "not_scheduled"
-    EVICTED = "evicted"
-    POD_FAILED = "pod_failed"
-    #: Kubernetes: the Job failed and no pod tells why
-    JOB_FAILED = "job_failed"
-    #: Kubernetes: the Job is suspended (a cancel)
-    SUSPENDED = "suspended"
-    #: swarm: the node refused the task
-    REJECTED = "rejected"
-    #: swarm: the task's node went away
-    ORPHANED = "orphaned"
-    #: swarm: stopped by the swarm
-    SHUTDOWN = "shutdown"
-    #: Cromwell
-    ABORTED = "aborted"
-    NOT_RUN = "not_run"
-    WORKFLOW_FAILED = "workflow_failed"
-    #: SLURM's states of a job the infrastructure could not run
-    NODE_FAIL = "node_fail"
-    BOOT_FAIL = "boot_fail"
-    PREEMPTED = "preempted"
-    DEADLINE = "deadline"
-    REVOKED = "revoked"
-
-    @classmethod
-    def parse(cls, text: str | None) -> str:
-        """The member for ``text``; a reason pman has no member for (an engine's
-        newer word) stays the string it is, so clients still see it."""
-        try:
-            return cls(text or "")
-        except ValueError:
-            return str(text)
 
 
 #: the message of an accepted job whose submission is under way (clients see it)
@@ -168,7 +96,7 @@ class Current:
 
     state: JobState
     phase: Phase
-    reason: str = ""
+    reason: Reason = Reason.NONE
     message: str = ""
     exit_code: int | None = None
     active: bool = True
@@ -329,7 +257,7 @@ def _engine(c: Current, info: JobInfo, logs: str | None, at: datetime, phase: Ph
     values: dict[str, Any] = {
         "state": info.state,
         "exit_code": info.exit_code,
-        "reason": Reason.parse(info.reason),
+        "reason": info.reason,
         "message": info.message,
         "phase": phase,
         "updated_at": at,

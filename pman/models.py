@@ -1,4 +1,4 @@
-"""Engine-neutral job description and job state (plain dataclasses)."""
+"""Engine-neutral job description, job state and its reason (plain dataclasses)."""
 
 from __future__ import annotations
 
@@ -47,6 +47,96 @@ V1_STATUS: dict[JobState, str] = {
     JobState.CANCELLED: "finishedWithError",
     JobState.UNKNOWN: "undefined",
 }
+
+
+class Reason(enum.StrEnum):
+    """Why a job is in its state: the ``reason`` clients see (GET /api/v1/jobs/).
+
+    Every reason pman gives is a member; a StrEnum, so each is its string on
+    the wire (JSON, the registry's column) and equal to it. A reason pman has
+    no member for (one a newer pman stored, or an engine's own word) is read
+    with ``Reason.parse``: an *unlisted* Reason that keeps the text as its
+    value, so clients still see it; ``Reason(text)`` itself refuses it."""
+
+    #: nothing to explain (running, succeeded, or a queued job on the engine)
+    NONE = ""
+    # ---- pman's own
+    #: waiting in pman's queue (Phase.QUEUED)
+    PMAN_QUEUE = "pman_queue"
+    #: a withdrawn submission (Phase.WITHDRAWN; no client sees it)
+    PMAN_WITHDRAW = "pman_withdraw"
+    #: a user cancelled it (POST /api/v1/<jid>/cancel/), or the engine says so
+    CANCELLED = "cancelled"
+    #: deleted while it ran or waited
+    DELETED = "deleted"
+    #: pman stopped between recording the job and submitting it
+    NEVER_SUBMITTED = "never_submitted"
+    #: the engine no longer knows the job
+    VANISHED = "vanished"
+    #: it could not start (from pman's queue, or the engine could not start it)
+    START_FAILED = "start_failed"
+    # ---- the engines'
+    #: the job's command exited non-zero
+    EXIT_CODE = "exit_code"
+    OOM_KILLED = "oom_killed"
+    #: SIGKILL (exit code 137) on an engine that does not report OOM kills
+    KILLED = "killed"
+    SIGNALLED = "signalled"
+    TIME_LIMIT = "time_limit"
+    #: SLURM's TIMEOUT
+    TIMEOUT = "timeout"
+    #: Docker: created but never started (pman stopped in between)
+    NEVER_STARTED = "never_started"
+    #: local: the job's supervisor ended without recording an outcome
+    SUPERVISOR_LOST = "supervisor_lost"
+    UNKNOWN_STATUS = "unknown_status"
+    IMAGE_PULL_FAILED = "image_pull_failed"
+    CONFIG_ERROR = "config_error"
+    NOT_SCHEDULED = "not_scheduled"
+    EVICTED = "evicted"
+    POD_FAILED = "pod_failed"
+    #: Kubernetes: the Job failed and no pod tells why
+    JOB_FAILED = "job_failed"
+    #: Kubernetes: the Job is suspended (a cancel)
+    SUSPENDED = "suspended"
+    #: swarm: the node refused the task
+    REJECTED = "rejected"
+    #: swarm: the task's node went away
+    ORPHANED = "orphaned"
+    #: swarm: stopped by the swarm
+    SHUTDOWN = "shutdown"
+    #: Cromwell
+    ABORTED = "aborted"
+    NOT_RUN = "not_run"
+    WORKFLOW_FAILED = "workflow_failed"
+    #: SLURM's states of a job the infrastructure could not run
+    NODE_FAIL = "node_fail"
+    BOOT_FAIL = "boot_fail"
+    PREEMPTED = "preempted"
+    DEADLINE = "deadline"
+    REVOKED = "revoked"
+
+    @classmethod
+    def parse(cls, text: str | None) -> Reason:
+        """The member for ``text`` (None or "": ``NONE``); for a text pman has no
+        member for, an unlisted Reason whose value is that text."""
+        try:
+            return cls(text or "")
+        except ValueError:
+            pass
+        unlisted = str.__new__(cls, text)
+        unlisted._name_ = None  # type: ignore[assignment]
+        unlisted._value_ = str(text)
+        return unlisted
+
+    @property
+    def listed(self) -> bool:
+        """Whether this is one of the members (not a text read with ``parse``)."""
+        return self._name_ is not None
+
+    def __reduce_ex__(self, protocol: object) -> tuple[object, tuple[str]]:
+        # by value through parse, so an unlisted reason survives a copy or pickle
+        return type(self).parse, (self._value_,)
 
 
 @dataclass(frozen=True)
@@ -136,8 +226,9 @@ class JobInfo:
     image: str = ""
     command: list[str] = field(default_factory=list)
     exit_code: int | None = None
-    #: short machine-friendly cause, e.g. "oom_killed", "image_missing"
-    reason: str = ""
+    #: why the job is in its state (clients see it): always a Reason, a bare
+    #: string is refused (see ``__post_init__``)
+    reason: Reason = Reason.NONE
     #: one human sentence about the state
     message: str = ""
     created_at: datetime | None = None
@@ -150,7 +241,18 @@ class JobInfo:
     #: labels the engine keeps with the job (pman's own and JOB_LABELS)
     labels: dict[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        check_reason(self.reason, "JobInfo")
+
     @property
     def timestamp(self) -> datetime | None:
         """The most recent moment the job changed state."""
         return self.finished_at or self.started_at or self.created_at
+
+
+def check_reason(reason: object, where: str) -> None:
+    """Refuse a reason that is no Reason (a bare string, even a member's value):
+    every reason a client can see is one of Reason's members, or a text read
+    back with ``Reason.parse``."""
+    if not isinstance(reason, Reason):
+        raise TypeError(f"{where}.reason must be a pman.models.Reason, not {reason!r}")

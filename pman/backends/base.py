@@ -14,7 +14,7 @@ from typing import ClassVar, Protocol
 from pman.backends.kit.files import DEFAULT_FULL_LOG_LINES, read_file_chunks
 from pman.backends.kit.streams import LogStream
 from pman.errors import InvalidJobSpec, JobNotFound, UnsupportedOption
-from pman.models import JobInfo, JobSpec, JobState
+from pman.models import JobInfo, JobSpec, JobState, Reason, check_reason
 from pman.settings import Settings
 
 
@@ -23,10 +23,13 @@ class Outcome:
     """A job's state as an adapter works it out from the engine's objects."""
 
     state: JobState
-    #: short machine-friendly cause, as JobInfo.reason
-    reason: str = ""
+    #: why, as JobInfo.reason: a Reason (a bare string is refused)
+    reason: Reason = Reason.NONE
     message: str = ""
     exit_code: int | None = None
+
+    def __post_init__(self) -> None:
+        check_reason(self.reason, "Outcome")
 
 
 class ChangeStream(Protocol):

@@ -49,8 +49,9 @@ class JobRecord:
     native_id: str | None
     state: JobState
     exit_code: int | None
-    #: a pman.lifecycle.Reason (or an engine's word pman has no member for)
-    reason: str
+    #: a member, or an unlisted Reason for a text pman has no member for
+    #: (Reason.parse): clients see it as it is stored
+    reason: Reason
     message: str
     image: str
     cmd: list[str]
@@ -117,7 +118,7 @@ def current_of(row: Mapping[str, Any]) -> Current:
     return Current(
         state=JobState(row["state"]),
         phase=Phase(row["phase"]),
-        reason=row["reason"] or "",
+        reason=Reason.parse(row["reason"]),
         message=row["message"] or "",
         exit_code=row["exit_code"],
         active=bool(row["active"]),

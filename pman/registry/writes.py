@@ -23,6 +23,7 @@ from pman.lifecycle import (
     Deleted,
     EngineReport,
     Phase,
+    Reason,
     Report,
     UserCancel,
     Withdrawn,
@@ -78,7 +79,12 @@ class RecordWrites(RecordReads, Outbox):
         """One new active job with its labels and its first event, in the caller's
         transaction."""
         t = now()
-        row = {"active": True, "reason": "", "updated_at": t, **column_values(values)}
+        row = {
+            "active": True,
+            "reason": Reason.NONE.value,
+            "updated_at": t,
+            **column_values(values),
+        }
         row["submitted_at"] = row.get("submitted_at") or t
         job_id = conn.execute(insert(jobs).values(**row)).inserted_primary_key[0]
         if labels:

@@ -11,7 +11,7 @@ import pytest
 
 from pman.errors import JobExists, JobNotFound
 from pman.lifecycle import Missing, Phase
-from pman.models import JobInfo, JobRequest, JobSpec, JobState
+from pman.models import JobInfo, JobRequest, JobSpec, JobState, Reason
 from pman.registry import Registry, Withdrawing, metadata
 from pman.settings import load_settings
 from pman.storage import Storage
@@ -68,7 +68,9 @@ def test_transitions_make_events_and_finished_is_final(registry: Registry, tmp_p
     t = datetime(2026, 1, 1, tzinfo=UTC)
     assert registry.record(rec.id, info("t", JobState.RUNNING, message="started", started_at=t))
     assert not registry.record(rec.id, info("t", JobState.RUNNING, message="still"))
-    done = info("t", JobState.FAILED, exit_code=3, message="exited with code 3", reason="exit_code")
+    done = info(
+        "t", JobState.FAILED, exit_code=3, message="exited with code 3", reason=Reason.EXIT_CODE
+    )
     assert registry.record(rec.id, done, logs="boom\n")
     assert not registry.record(rec.id, info("t", JobState.RUNNING)), "finished is final"
     got = registry.active("t")

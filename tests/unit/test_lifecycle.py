@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import ast
-import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -87,7 +84,9 @@ CASES: dict[str, tuple[Current, Report, dict[str, Any] | None, Emit | None]] = {
     ),
     "it ends: finished now, with its logs": (
         cur(RUN),
-        engine(FAIL, exit_code=3, reason="exit_code", message="exited with code 3", logs="boom"),
+        engine(
+            FAIL, exit_code=3, reason=Reason.EXIT_CODE, message="exited with code 3", logs="boom"
+        ),
         moved(FAIL, "exit_code", "exited with code 3", exit_code=3, finished_at=AT, logs="boom"),
         Emit(FAIL, "exited with code 3", 3),
     ),
@@ -100,30 +99,30 @@ CASES: dict[str, tuple[Current, Report, dict[str, Any] | None, Emit | None]] = {
     "finished is final": (cur(FAIL), engine(RUN), None, None),
     "a finished job's details may still be told": (
         cur(FAIL, exit_code=137),
-        engine(FAIL, exit_code=137, reason="oom_killed", message="killed: out of memory"),
+        engine(FAIL, exit_code=137, reason=Reason.OOM_KILLED, message="killed: out of memory"),
         moved(FAIL, "oom_killed", "killed: out of memory", exit_code=137, finished_at=AT),
         None,
     ),
     "a user's cancel is final: the kill's report only brings logs": (
-        cur(CANC, Phase.CANCELLED, reason="cancelled"),
+        cur(CANC, Phase.CANCELLED, reason=Reason.CANCELLED),
         engine(FAIL, exit_code=137, logs="last line"),
         {"logs": "last line"},
         None,
     ),
     "a user's cancel is final: without logs nothing": (
-        cur(CANC, Phase.CANCELLED, reason="cancelled"),
+        cur(CANC, Phase.CANCELLED, reason=Reason.CANCELLED),
         engine(FAIL, exit_code=137),
         None,
         None,
     ),
     "a deleted job's record is history": (
         cur(CANC, Phase.DELETED, active=False),
-        engine(CANC, reason="suspended"),
+        engine(CANC, reason=Reason.SUSPENDED),
         None,
         None,
     ),
     "a withdrawn submission is no job": (
-        cur(Q, Phase.WITHDRAWN, reason="pman_withdraw"),
+        cur(Q, Phase.WITHDRAWN, reason=Reason.PMAN_WITHDRAW),
         engine(RUN),
         None,
         None,
@@ -153,7 +152,7 @@ CASES: dict[str, tuple[Current, Report, dict[str, Any] | None, Emit | None]] = {
         Emit(ERR, "the job disappeared from the engine (removed outside pman?)"),
     ),
     "a cancelled job that is gone stays cancelled": (
-        cur(CANC, Phase.CANCELLED, reason="cancelled"),
+        cur(CANC, Phase.CANCELLED, reason=Reason.CANCELLED),
         Missing(at=AT),
         None,
         None,
@@ -191,25 +190,25 @@ CASES: dict[str, tuple[Current, Report, dict[str, Any] | None, Emit | None]] = {
         None,
     ),
     "cancelled once": (
-        cur(CANC, Phase.CANCELLED, reason="cancelled", updated_at=AFTER),
+        cur(CANC, Phase.CANCELLED, reason=Reason.CANCELLED, updated_at=AFTER),
         UserCancel(asked_at=AT, at=AT),
         None,
         None,
     ),
     "the engine told the cancel first: final, nothing new to tell": (
-        cur(CANC, reason="cancelled", message="cancelled", updated_at=AFTER),
+        cur(CANC, reason=Reason.CANCELLED, message="cancelled", updated_at=AFTER),
         UserCancel(asked_at=AT, at=AT),
         {"phase": Phase.CANCELLED},
         None,
     ),
     "cancel a job waiting in pman's queue": (
-        cur(Q, Phase.QUEUED, reason="pman_queue"),
+        cur(Q, Phase.QUEUED, reason=Reason.PMAN_QUEUE),
         UserCancel(asked_at=AT, at=AT),
         {**CANCELLED, "finished_at": AT},
         Emit(CANC, "cancelled", None),
     ),
     "a deleted job is not cancelled": (
-        cur(CANC, Phase.DELETED, reason="deleted", active=False, updated_at=AFTER),
+        cur(CANC, Phase.DELETED, reason=Reason.DELETED, active=False, updated_at=AFTER),
         UserCancel(asked_at=AT, at=AT),
         None,
         None,
@@ -239,7 +238,7 @@ CASES: dict[str, tuple[Current, Report, dict[str, Any] | None, Emit | None]] = {
     "deleted once": (cur(CANC, Phase.DELETED, active=False), Deleted(at=AT), None, None),
     # ---- pman's queue
     "delete a job waiting in pman's queue": (
-        cur(Q, Phase.QUEUED, reason="pman_queue"),
+        cur(Q, Phase.QUEUED, reason=Reason.PMAN_QUEUE),
         Dequeued(at=AT),
         {
             "active": False,
@@ -260,7 +259,7 @@ CASES: dict[str, tuple[Current, Report, dict[str, Any] | None, Emit | None]] = {
         None,
     ),
     "claim: it leaves the queue to be submitted": (
-        cur(Q, Phase.QUEUED, reason="pman_queue", message=queue_message(0, 2)),
+        cur(Q, Phase.QUEUED, reason=Reason.PMAN_QUEUE, message=queue_message(0, 2)),
         Claimed(at=AT),
         {"phase": Phase.ACCEPTED, "reason": "", "message": SUBMITTING, "updated_at": AT},
         Emit(Q, "leaving pman's queue: submitting", webhook=False),
@@ -272,7 +271,7 @@ CASES: dict[str, tuple[Current, Report, dict[str, Any] | None, Emit | None]] = {
         None,
     ),
     "a cancelled job is not claimed": (
-        cur(CANC, Phase.CANCELLED, reason="cancelled"),
+        cur(CANC, Phase.CANCELLED, reason=Reason.CANCELLED),
         Claimed(at=AT),
         None,
         None,
@@ -289,7 +288,7 @@ CASES: dict[str, tuple[Current, Report, dict[str, Any] | None, Emit | None]] = {
         None,
     ),
     "a job cancelled meanwhile is not put back": (
-        cur(CANC, Phase.CANCELLED, reason="cancelled"),
+        cur(CANC, Phase.CANCELLED, reason=Reason.CANCELLED),
         Unclaimed(why="waiting for the engine", at=AT),
         None,
         None,
@@ -368,75 +367,3 @@ def test_admission() -> None:
         "message": "queued by pman: 2 jobs ahead; at most 3 run at once (PMAN_MAX_RUNNING)",
     }
     assert queue_message(1, 1).startswith("queued by pman: 1 job ahead;")
-
-
-def test_reasons_are_their_strings_on_the_wire() -> None:
-    assert Reason.OOM_KILLED == "oom_killed" and "oom_killed" in {Reason.OOM_KILLED}
-    assert json.dumps({"reason": Reason.CANCELLED}) == '{"reason": "cancelled"}'
-    assert f"{Reason.PMAN_QUEUE}" == "pman_queue" and str(Reason.NONE) == ""
-    assert Reason.parse("vanished") is Reason.VANISHED
-    assert Reason.parse(None) is Reason.NONE
-    # an engine's word pman has no member for is kept as it is
-    assert Reason.parse("some_new_state") == "some_new_state"
-    assert len({r.value for r in Reason}) == len(Reason)
-
-
-# ---------------------------------------------------------------- every reason has a member
-BACKENDS = Path(__file__).resolve().parents[2] / "pman" / "backends"
-
-
-def _literal_reasons(tree: ast.AST) -> set[str]:
-    """String literals a backend gives as a job's reason: Outcome(state, "reason", ...),
-    reason="...", reason = "...", (phase, message, reason) = (..., "..."), and the
-    state tuples some adapters return (JobState.X, "reason", message)."""
-    found: set[str] = set()
-
-    def text(node: ast.AST | None) -> None:
-        if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            found.add(node.value)
-
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call):
-            name = getattr(node.func, "id", getattr(node.func, "attr", ""))
-            if name == "Outcome" and len(node.args) > 1:
-                text(node.args[1])
-            for kw in node.keywords:
-                if kw.arg == "reason":
-                    text(kw.value)
-        elif isinstance(node, ast.Assign):
-            for target in node.targets:
-                if isinstance(target, ast.Name) and target.id == "reason":
-                    text(node.value)
-                elif isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple):
-                    for t, v in zip(target.elts, node.value.elts, strict=False):
-                        if isinstance(t, ast.Name) and t.id == "reason":
-                            text(v)
-        elif isinstance(node, ast.Return) and isinstance(node.value, ast.Tuple):
-            elts = node.value.elts
-            first = elts[0] if elts else None
-            if (
-                isinstance(first, ast.Attribute)
-                and getattr(first.value, "id", "") == "JobState"
-                and len(elts) > 1
-            ):
-                text(elts[1])
-    return found
-
-
-def test_every_reason_a_backend_gives_is_a_reason_member() -> None:
-    from pman.backends.kubernetes.state import STUCK_REASONS
-    from pman.backends.slurm.state import SLURM_STATES
-    from pman.backends.swarm.state import TASK_STATES
-
-    given: set[str] = set()
-    for path in sorted(BACKENDS.rglob("*.py")):
-        given |= _literal_reasons(ast.parse(path.read_text()))
-    assert {"oom_killed", "start_failed", "exit_code", "signalled"} <= given, "the scan works"
-    # reasons the adapters derive from the engine's own words
-    given |= set(STUCK_REASONS.values())
-    # SLURM: a job the infrastructure could not run has its state's name as reason
-    given |= {n.lower() for n, (s, _) in SLURM_STATES.items() if s is JobState.SYSTEM_ERROR}
-    # swarm: likewise a task's state
-    given |= {n for n, s in TASK_STATES.items() if s is JobState.SYSTEM_ERROR}
-    missing = sorted(given - {r.value for r in Reason})
-    assert not missing, f"reasons clients can see without a Reason member: {missing}"

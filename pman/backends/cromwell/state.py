@@ -12,7 +12,7 @@ from pman.backends.base import Outcome
 from pman.backends.cromwell.workflow import CALL_NAME
 from pman.backends.kit.times import parse_time
 from pman.labels import LABEL_FINGERPRINT, LABEL_IMAGE, LABEL_JID
-from pman.models import JobInfo, JobState
+from pman.models import JobInfo, JobState, Reason
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,9 @@ def job_outcome(metadata: dict[str, Any], memory_limit: int) -> Outcome:
     state = WORKFLOW_STATES.get(status)
     if state is None:
         log.warning("unknown Cromwell workflow status %r of %s", status, metadata.get("id"))
-        return Outcome(JobState.UNKNOWN, "unknown_status", f"Cromwell reports status {status!r}")
+        return Outcome(
+            JobState.UNKNOWN, Reason.UNKNOWN_STATUS, f"Cromwell reports status {status!r}"
+        )
     calls = job_calls(metadata)
     many = len(calls) > 1 or int((metadata.get("inputs") or {}).get("workers") or 1) > 1
 
@@ -116,7 +118,7 @@ def job_outcome(metadata: dict[str, Any], memory_limit: int) -> Outcome:
         detail = f" (tasks: {', '.join(statuses)})" if statuses else ""
         return Outcome(state, message=f"Cromwell: {status}{detail}")
     if state is JobState.CANCELLED:
-        return Outcome(state, "aborted", "aborted in Cromwell")
+        return Outcome(state, Reason.ABORTED, "aborted in Cromwell")
     if state is JobState.SUCCEEDED:
         return Outcome(
             state,
@@ -136,23 +138,26 @@ def job_outcome(metadata: dict[str, Any], memory_limit: int) -> Outcome:
             if code == 137 and memory_limit:
                 return Outcome(
                     JobState.FAILED,
-                    "killed",
+                    Reason.KILLED,
                     f"{who(call)}killed by SIGKILL (exit code 137), most likely out of memory "
                     f"(memory_limit {memory_limit} MiB)",
                     code,
                 )
             suffix = f": {text}" if text else ""
             return Outcome(
-                JobState.FAILED, "exit_code", f"{who(call)}exited with code {code}{suffix}", code
+                JobState.FAILED,
+                Reason.EXIT_CODE,
+                f"{who(call)}exited with code {code}{suffix}",
+                code,
             )
         if _time_limited(text):
-            return Outcome(JobState.FAILED, "time_limit", f"{who(call)}{text}")
-        return Outcome(JobState.SYSTEM_ERROR, "not_run", f"{who(call)}could not run: {text}")
+            return Outcome(JobState.FAILED, Reason.TIME_LIMIT, f"{who(call)}{text}")
+        return Outcome(JobState.SYSTEM_ERROR, Reason.NOT_RUN, f"{who(call)}could not run: {text}")
     if _time_limited(workflow_text):
-        return Outcome(JobState.FAILED, "time_limit", workflow_text)
+        return Outcome(JobState.FAILED, Reason.TIME_LIMIT, workflow_text)
     return Outcome(
         JobState.SYSTEM_ERROR,
-        "workflow_failed",
+        Reason.WORKFLOW_FAILED,
         f"Cromwell failed the workflow: {workflow_text or 'no reason given'}",
     )
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from pman.backends.kit.times import parse_time as parse_engine_time
 from pman.labels import LABEL_FINGERPRINT, LABEL_IMAGE
-from pman.models import JobInfo, JobState
+from pman.models import JobInfo, JobState, Reason
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def _state_of(
     memory_limit: int,
     oom_reported: bool,
     never_started_after: float = NEVER_STARTED_AFTER_S,
-) -> tuple[JobState, str, str]:
+) -> tuple[JobState, Reason, str]:
     """(state, reason, message) of an inspected container.
 
     ``oom_reported`` is False for engines whose OOM flag cannot be trusted to
@@ -75,14 +75,14 @@ def _state_of(
     status = str(st.get("Status", "")).lower()
     if status not in DOCKER_STATES:
         log.warning("unknown container status %r of %s", status, attrs.get("Name"))
-        return JobState.UNKNOWN, "unknown_status", f"engine reports status {status!r}"
+        return JobState.UNKNOWN, Reason.UNKNOWN_STATUS, f"engine reports status {status!r}"
     if _abandoned(status, parse_engine_time(attrs.get("Created")), never_started_after):
-        return JobState.SYSTEM_ERROR, "never_started", NEVER_STARTED_MESSAGE
+        return JobState.SYSTEM_ERROR, Reason.NEVER_STARTED, NEVER_STARTED_MESSAGE
     state = DOCKER_STATES[status]
     if state is not None:
         error = st.get("Error") or ""
         message = error if state is JobState.SYSTEM_ERROR and error else status
-        return state, "", message
+        return state, Reason.NONE, message
     code = st.get("ExitCode")
     # The OOM flag means some process of the container was killed for memory;
     # if the job still exited 0 it handled that itself and succeeded.
@@ -91,21 +91,21 @@ def _state_of(
     if code == 0:
         return (
             JobState.SUCCEEDED,
-            "",
+            Reason.NONE,
             "exited with code 0" + (f"; a process hit {oom}" if oom else ""),
         )
     if oom:
-        return JobState.FAILED, "oom_killed", f"killed: {oom}, exit code {code}"
+        return JobState.FAILED, Reason.OOM_KILLED, f"killed: {oom}, exit code {code}"
     if st.get("Error") and parse_engine_time(st.get("StartedAt")) is None:
-        return JobState.SYSTEM_ERROR, "start_failed", f"could not start: {st['Error']}"
+        return JobState.SYSTEM_ERROR, Reason.START_FAILED, f"could not start: {st['Error']}"
     if code == 137 and memory_limit and not oom_reported:
         return (
             JobState.FAILED,
-            "killed",
+            Reason.KILLED,
             f"killed by SIGKILL (exit code 137); this engine does not report OOM kills, "
             f"so it was most likely out of memory ({limit})",
         )
-    return JobState.FAILED, "exit_code", f"exited with code {code}"
+    return JobState.FAILED, Reason.EXIT_CODE, f"exited with code {code}"
 
 
 #: the events after which a container may have ended or gone (Podman says

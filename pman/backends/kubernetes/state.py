@@ -17,7 +17,7 @@ from pman.backends.base import Outcome
 from pman.backends.kit.times import parse_time
 from pman.backends.kubernetes.manifest import CONTAINER_NAME, INDEX_ANNOTATION, unescape
 from pman.labels import LABEL_FINGERPRINT, LABEL_IMAGE, LABEL_MANAGED
-from pman.models import JobInfo, JobState
+from pman.models import JobInfo, JobState, Reason
 
 #: Pod ``status.phase`` -> the state of that one worker.
 #: https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle/#pod-phase
@@ -36,14 +36,14 @@ POD_PHASES: dict[str, JobState] = {
 #: someone fixes something (pushes the image, creates the secret): once a pod
 #: has waited so past PMAN_KUBERNETES_PENDING_TIMEOUT its job is a SYSTEM_ERROR.
 #: https://kubernetes.io/docs/concepts/containers/images/#imagepullbackoff
-STUCK_REASONS: dict[str, str] = {
-    "ErrImagePull": "image_pull_failed",
-    "ImagePullBackOff": "image_pull_failed",
-    "InvalidImageName": "image_pull_failed",
-    "ErrImageNeverPull": "image_pull_failed",
-    "CreateContainerConfigError": "config_error",
-    "CreateContainerError": "start_failed",
-    "RunContainerError": "start_failed",
+STUCK_REASONS: dict[str, Reason] = {
+    "ErrImagePull": Reason.IMAGE_PULL_FAILED,
+    "ImagePullBackOff": Reason.IMAGE_PULL_FAILED,
+    "InvalidImageName": Reason.IMAGE_PULL_FAILED,
+    "ErrImageNeverPull": Reason.IMAGE_PULL_FAILED,
+    "CreateContainerConfigError": Reason.CONFIG_ERROR,
+    "CreateContainerError": Reason.START_FAILED,
+    "RunContainerError": Reason.START_FAILED,
 }
 
 #: Job conditions after which a watch reports the Job as possibly ended
@@ -128,7 +128,7 @@ def _failed_pod_outcome(pod: dict[str, Any], memory_mib: int, who: str) -> Outco
     if st.get("reason") == "Evicted":
         return Outcome(
             JobState.SYSTEM_ERROR,
-            "evicted",
+            Reason.EVICTED,
             f"{who}evicted by Kubernetes: {st.get('message') or 'no message'}",
         )
     terminated = (_container_status(pod).get("state") or {}).get("terminated") or {}
@@ -136,19 +136,21 @@ def _failed_pod_outcome(pod: dict[str, Any], memory_mib: int, who: str) -> Outco
     if terminated.get("reason") == "OOMKilled":
         return Outcome(
             JobState.FAILED,
-            "oom_killed",
+            Reason.OOM_KILLED,
             f"{who}killed: out of memory (memory_limit {memory_mib} MiB), exit code {code}",
             code,
         )
     if st.get("reason") == "DeadlineExceeded":
-        return Outcome(JobState.FAILED, "time_limit", f"{who}killed: {st.get('message')}", code)
+        return Outcome(
+            JobState.FAILED, Reason.TIME_LIMIT, f"{who}killed: {st.get('message')}", code
+        )
     if code is None:
         text = st.get("message") or st.get("reason") or "no container status"
-        return Outcome(JobState.FAILED, "pod_failed", f"{who}pod failed: {text}")
+        return Outcome(JobState.FAILED, Reason.POD_FAILED, f"{who}pod failed: {text}")
     detail = terminated.get("message") or ""
     return Outcome(
         JobState.FAILED,
-        "exit_code",
+        Reason.EXIT_CODE,
         f"{who}exited with code {code}" + (f": {detail.strip()}" if detail.strip() else ""),
         code,
     )
@@ -177,7 +179,7 @@ def _stuck(
         if overdue:
             return Outcome(
                 JobState.SYSTEM_ERROR,
-                "not_scheduled",
+                Reason.NOT_SCHEDULED,
                 f"{who}Kubernetes could not place the job within {pending_timeout:g} s: {text}",
             ), text
         return None, text
@@ -197,7 +199,7 @@ def _failed_outcome(
         minutes = int(spec.get("activeDeadlineSeconds") or 0) / 60
         return Outcome(
             JobState.FAILED,
-            "time_limit",
+            Reason.TIME_LIMIT,
             f"killed: ran longer than its time limit of {minutes:g} minutes "
             f"(TIMELIMIT_MINUTES): {failed.get('message', '')}",
         )
@@ -208,13 +210,13 @@ def _failed_outcome(
     )
     for pod in failed_pods:
         outcome = _failed_pod_outcome(pod, memory_mib, who(pod))
-        if outcome.reason != "pod_failed":
+        if outcome.reason is not Reason.POD_FAILED:
             return outcome
     if failed_pods:
         return _failed_pod_outcome(failed_pods[0], memory_mib, who(failed_pods[0]))
     return Outcome(
         JobState.FAILED,
-        "job_failed",
+        Reason.JOB_FAILED,
         f"{failed.get('reason', 'Failed')}: {failed.get('message', '')}",
     )
 
@@ -250,7 +252,7 @@ def job_state(
     # may count as failed ones (a Failed condition may follow): cancelled
     live = [p for p in pods if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
     if spec.get("suspend") and "Suspended" in conditions and not live:
-        return Outcome(JobState.CANCELLED, "suspended", "cancelled: the Job is suspended")
+        return Outcome(JobState.CANCELLED, Reason.SUSPENDED, "cancelled: the Job is suspended")
     if "Complete" in conditions:
         return Outcome(
             JobState.SUCCEEDED,
@@ -276,7 +278,7 @@ def job_state(
     if JobState.RUNNING in phases or (phases & {JobState.SUCCEEDED, JobState.FAILED}):
         return Outcome(JobState.RUNNING, message="running")
     if JobState.UNKNOWN in phases:
-        return Outcome(JobState.UNKNOWN, "unknown_status", "a pod's state is Unknown")
+        return Outcome(JobState.UNKNOWN, Reason.UNKNOWN_STATUS, "a pod's state is Unknown")
     if not job.get("status"):
         return Outcome(JobState.QUEUED, message="waiting for the Job controller")
     if waits:

@@ -8,7 +8,7 @@ import signal
 from typing import Any
 
 from pman.backends.kit.times import parse_time
-from pman.models import JobInfo, JobState
+from pman.models import JobInfo, JobState, Reason
 
 #: How the files of a job folder translate to a state (pman's own runner:
 #: pman/backends/local/runner.py). "vanished" means the supervisor is gone
@@ -48,24 +48,24 @@ def job_info(
     and the time ``now`` (seconds since the epoch)."""
     created_at = parse_time(spec["created_at"])
     exit_code = None
-    reason = ""
+    reason = Reason.NONE
     if result is not None:
         exit_code = result["exit_code"]
         if result.get("error"):
             phase, message = "not_started", result["error"]
-            reason = "start_failed"
+            reason = Reason.START_FAILED
         elif result.get("oom"):
             mib = (spec.get("cgroup") or {}).get("memory_mib")
-            phase, reason = "oom_killed", "oom_killed"
+            phase, reason = "oom_killed", Reason.OOM_KILLED
             message = f"killed: out of memory (memory_limit {mib} MiB), exit code {exit_code}"
         elif "signal" in result:
             sig = signal.Signals(result["signal"]).name
-            phase, message, reason = "signalled", f"killed by {sig}", "signalled"
+            phase, message, reason = "signalled", f"killed by {sig}", Reason.SIGNALLED
         elif exit_code == 0:
             phase, message = "exited_0", "exited with code 0"
         else:
             phase, message = "exited_nonzero", f"exited with code {exit_code}"
-            reason = "exit_code"
+            reason = Reason.EXIT_CODE
     elif alive:
         phase = "running" if started else "submitted"
         message = "running" if started else "starting"
@@ -74,9 +74,9 @@ def job_info(
     else:
         phase = "vanished"
         message = "the job's supervisor ended without recording an outcome"
-        reason = "supervisor_lost"
+        reason = Reason.SUPERVISOR_LOST
     if phase not in ("running", "submitted") and cancelled:
-        phase, message, reason = "cancelled", "cancelled", "cancelled"
+        phase, message, reason = "cancelled", "cancelled", Reason.CANCELLED
     return JobInfo(
         name=name,
         state=LOCAL_STATES[phase],

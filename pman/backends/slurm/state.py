@@ -20,7 +20,7 @@ from pman.backends.kit.times import parse_time
 from pman.backends.slurm.client import QueueRow
 from pman.backends.slurm.comment import parse_comment
 from pman.labels import LABEL_AUID, LABEL_FINGERPRINT, LABEL_INSTANCE, LABEL_MANAGED
-from pman.models import JobInfo, JobState
+from pman.models import JobInfo, JobState, Reason
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,16 @@ SLURM_STATES: dict[str, tuple[JobState, str]] = {
     "PREEMPTED": (JobState.SYSTEM_ERROR, "preempted by another job"),
     "DEADLINE": (JobState.SYSTEM_ERROR, "could not run before its deadline"),
     "REVOKED": (JobState.SYSTEM_ERROR, "revoked: a sibling cluster of the federation runs it"),
+}
+
+#: the reason of a job that ended in a state of the infrastructure's doing
+#: (every SYSTEM_ERROR state of SLURM_STATES): the state's own name
+INFRASTRUCTURE_REASONS: dict[str, Reason] = {
+    "NODE_FAIL": Reason.NODE_FAIL,
+    "BOOT_FAIL": Reason.BOOT_FAIL,
+    "PREEMPTED": Reason.PREEMPTED,
+    "DEADLINE": Reason.DEADLINE,
+    "REVOKED": Reason.REVOKED,
 }
 
 #: the status files the batch script writes in the job's folder, ``<kind>.<worker>``
@@ -148,33 +158,33 @@ def _ended(
     elif signal:
         code = None  # SLURM's own marker (0:125 for an OOM kill), no exit code
     if files.error:
-        return Outcome(JobState.SYSTEM_ERROR, "start_failed", f"{who}{files.error}", code)
+        return Outcome(JobState.SYSTEM_ERROR, Reason.START_FAILED, f"{who}{files.error}", code)
     if name == "TIMEOUT":
         return Outcome(
             state,
-            "timeout",
+            Reason.TIMEOUT,
             f"{who}killed: time limit of {timelimit} min reached (SLURM state TIMEOUT)",
             code,
         )
     if name == "OUT_OF_MEMORY" or files.oom:
         return Outcome(
             JobState.FAILED,
-            "oom_killed",
+            Reason.OOM_KILLED,
             f"{who}killed: out of memory (memory_limit {memory_limit} MiB)"
             + (f", exit code {code}" if code is not None else "")
             + (" (SLURM state OUT_OF_MEMORY)" if name == "OUT_OF_MEMORY" else ""),
             code,
         )
     if state is JobState.SUCCEEDED:
-        return Outcome(state, "", f"{who}exited with code 0", 0)
+        return Outcome(state, Reason.NONE, f"{who}exited with code 0", 0)
     if state is JobState.FAILED:
         what = f"exited with code {code}" if code is not None else words
         if name != "FAILED":
             what += f" (SLURM state {name})"
-        return Outcome(state, "exit_code", f"{who}{what}", code)
+        return Outcome(state, Reason.EXIT_CODE, f"{who}{what}", code)
     if state is JobState.CANCELLED:
-        return Outcome(state, "cancelled", f"{who}cancelled (scancel)", code)
-    return Outcome(state, name.lower(), f"{who}{words} (SLURM state {name})", code)
+        return Outcome(state, Reason.CANCELLED, f"{who}cancelled (scancel)", code)
+    return Outcome(state, INFRASTRUCTURE_REASONS[name], f"{who}{words} (SLURM state {name})", code)
 
 
 def job_state(
@@ -208,7 +218,7 @@ def job_state(
             message = "running" if workers == 1 else f"{running} of {workers} workers running"
             return Outcome(JobState.RUNNING, message=message)
         if JobState.UNKNOWN in states:
-            return Outcome(JobState.UNKNOWN, "unknown_status", live[0][2])
+            return Outcome(JobState.UNKNOWN, Reason.UNKNOWN_STATUS, live[0][2])
         row, _, words = live[0]
         reason = row.reason if row.reason and row.reason not in ("None", "(null)") else ""
         return Outcome(JobState.QUEUED, message=words + (f": {reason}" if reason else ""))
@@ -236,7 +246,7 @@ def state_from_files(files: dict[int, WorkerFiles], workers: int, memory_limit: 
     if len(files) < workers or any(f.exit_code is None and not f.error for f in files.values()):
         return Outcome(
             JobState.SYSTEM_ERROR,
-            "vanished",
+            Reason.VANISHED,
             "SLURM no longer knows the job and its script recorded no end for every worker "
             "(killed, or its node failed?)",
         )

@@ -34,7 +34,7 @@ from pman.backends.swarm.state import (
 )
 from pman.errors import BackendUnavailable, JobExists, JobNotFound
 from pman.labels import LABEL_MANAGED
-from pman.models import JobInfo, JobSpec, JobState
+from pman.models import JobInfo, JobSpec, JobState, Reason
 from pman.settings import Settings
 
 #: the label Docker puts on a task's container naming its service's id
@@ -151,7 +151,7 @@ class SwarmBackend(Backend):
         service = self._service_owned(name)
         tasks = self._tasks([service["ID"]])
         info = job_info(service, tasks, self.config.pending_timeout)
-        if info.reason == "killed" and self._oom_killed(tasks):
+        if info.reason is Reason.KILLED and self._oom_killed(tasks):
             info = oom_killed(info, service)
         return info
 

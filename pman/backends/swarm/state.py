@@ -13,7 +13,7 @@ from pman.backends.base import Outcome
 from pman.backends.docker.state import CHANGED_EVENTS as CONTAINER_CHANGED_EVENTS
 from pman.backends.kit.times import parse_time as parse_engine_time
 from pman.labels import LABEL_FINGERPRINT, LABEL_IMAGE, LABEL_MANAGED
-from pman.models import JobInfo, JobState
+from pman.models import JobInfo, JobState, Reason
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,13 @@ TASK_STATES: dict[str, JobState] = {
     "orphaned": JobState.SYSTEM_ERROR,
     # on its way out: the tracker sees how it ends
     "remove": JobState.UNKNOWN,
+}
+
+#: the reason of a job whose task ended in a state of the swarm's doing (every
+#: SYSTEM_ERROR state of TASK_STATES): the state's own name
+TASK_ERROR_REASONS: dict[str, Reason] = {
+    "rejected": Reason.REJECTED,
+    "orphaned": Reason.ORPHANED,
 }
 
 #: the label Docker puts on a task's container naming its service
@@ -97,7 +104,7 @@ def job_state(
         if JobState.RUNNING in live or any(s.finished for _, s in ended):
             return Outcome(JobState.RUNNING, message="running")
         if JobState.UNKNOWN in live:
-            return Outcome(JobState.UNKNOWN, "unknown_status", "swarm task state unknown")
+            return Outcome(JobState.UNKNOWN, Reason.UNKNOWN_STATUS, "swarm task state unknown")
         return Outcome(JobState.QUEUED, message="waiting for the swarm to start it")
 
     for wanted in (JobState.SYSTEM_ERROR, JobState.FAILED, JobState.CANCELLED):
@@ -122,27 +129,28 @@ def _ended_outcome(
     if name == "pending":
         return Outcome(
             JobState.SYSTEM_ERROR,
-            "not_scheduled",
+            Reason.NOT_SCHEDULED,
             f"{who}the swarm could not place the job within {pending_timeout:g} s: {text}",
         )
-    if name == "rejected":
-        return Outcome(JobState.SYSTEM_ERROR, "rejected", f"{who}rejected by the swarm: {text}")
     if state is JobState.SYSTEM_ERROR:
-        return Outcome(JobState.SYSTEM_ERROR, name, f"{who}{name}: {text}")
+        what = "rejected by the swarm" if name == "rejected" else name
+        return Outcome(JobState.SYSTEM_ERROR, TASK_ERROR_REASONS[name], f"{who}{what}: {text}")
     if state is JobState.CANCELLED:
-        return Outcome(JobState.CANCELLED, "shutdown", f"{who}stopped by the swarm: {text}")
+        return Outcome(JobState.CANCELLED, Reason.SHUTDOWN, f"{who}stopped by the swarm: {text}")
     # failed: a task that never got to "started" could not run at all
     if st.get("Message") != "started" and str(st.get("Err", "")).startswith("starting container"):
-        return Outcome(JobState.SYSTEM_ERROR, "start_failed", f"{who}could not start: {text}", code)
+        return Outcome(
+            JobState.SYSTEM_ERROR, Reason.START_FAILED, f"{who}could not start: {text}", code
+        )
     if code == 137 and memory_limit:
         return Outcome(
             JobState.FAILED,
-            "killed",
+            Reason.KILLED,
             f"{who}killed by SIGKILL (exit code 137), most likely out of memory "
             f"(memory_limit {memory_limit // _MIB} MiB)",
             code,
         )
-    return Outcome(JobState.FAILED, "exit_code", f"{who}exited with code {code}: {text}", code)
+    return Outcome(JobState.FAILED, Reason.EXIT_CODE, f"{who}exited with code {code}: {text}", code)
 
 
 def _workers_of(service: dict[str, Any]) -> int:
@@ -234,7 +242,7 @@ def oom_killed(info: JobInfo, service: dict[str, Any]) -> JobInfo:
     who = info.message.split(": ", 1)[0] + ": " if info.message.startswith("worker") else ""
     return replace(
         info,
-        reason="oom_killed",
+        reason=Reason.OOM_KILLED,
         message=f"{who}killed: out of memory (memory_limit {mib} MiB), exit code {info.exit_code}",
     )
 
