@@ -16,23 +16,18 @@ No step waits for a time; every wait is for a condition, with a deadline.
 
 from __future__ import annotations
 
-import contextlib
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import requests
-
 from tests.contract import server
-from tests.contract.normalise import Placeholders, response_record, webhook_record
+from tests.contract.bad_fields import BAD_FIELDS
+from tests.contract.normalise import webhook_record
+from tests.contract.session import DEADLINE_S, FINISHED, Session
 from tests.webhook_receiver import Receiver
 
-#: the longest any wait for a job's state takes before the scenario fails
-DEADLINE_S = 120
-FINISHED = ("finishedSuccessfully", "finishedWithError")
 #: a job that runs once the file named by its first argument is in its input folder
 GATED = [
     "sh",
@@ -72,124 +67,9 @@ def job(jid: str, **overrides: Any) -> dict[str, Any]:
     return body
 
 
-class Scenario:
-    """One run of the requests against one served pman; ``exchanges`` is what
-    is recorded, by name, in the order sent."""
+class Scenario(Session):
+    """The requests of the contract, in order."""
 
-    def __init__(self, served: server.Served, receiver: Receiver) -> None:
-        self.url = served.url
-        self.storebase = served.storebase
-        self.receiver = receiver
-        self.ph = Placeholders(served.url, str(served.workdir))
-        self.ph.subs.append((receiver.url, "<receiver>"))
-        self.exchanges: dict[str, dict[str, Any]] = {}
-        self.jwt = ""
-        self.jids: list[str] = []
-        self.cursors: set[str] = set()
-
-    # ------------------------------------------------------------ sending
-    def send(
-        self,
-        name: str,
-        method: str,
-        path: str,
-        *,
-        auth: str = "token",
-        query: list[tuple[str, str]] | None = None,
-        json: Any = None,
-        data: Any = None,
-        headers: dict[str, str] | None = None,
-        body: str = "full",
-    ) -> requests.Response:
-        """Send one request and record it and its answer under ``name``.
-        ``auth``: "token", "jwt" (the login's), "none", or a header's whole value."""
-        assert name not in self.exchanges, f"two exchanges named {name!r}"
-        sent = dict(headers or {})
-        shown = dict(sent)
-        if auth == "token":
-            sent["Authorization"] = f"Bearer {server.TOKEN}"
-            shown["Authorization"] = "Bearer <token>"
-        elif auth == "jwt":
-            sent["Authorization"] = f"Bearer {self.jwt}"
-            shown["Authorization"] = "Bearer <jwt>"
-        elif auth != "none":
-            sent["Authorization"] = shown["Authorization"] = auth
-            if self.jwt and self.jwt[:20] in auth:
-                shown["Authorization"] = "Bearer <jwt, altered>"
-        target = path + ("?" + urlencode(query) if query else "")
-        # a cursor the server gave is made afresh by every run
-        shown_query = [(k, "<cursor>" if v in self.cursors else v) for k, v in query or []]
-        request: dict[str, Any] = {
-            "method": method,
-            "path": path + ("?" + urlencode(shown_query, safe="<>") if query else ""),
-        }
-        if shown:
-            request["headers"] = shown
-        if json is not None:
-            request["json"] = self.ph.json(json)
-        if isinstance(data, (str, bytes)):
-            text = data if isinstance(data, str) else data.decode("utf-8", "replace")
-            request["data"] = text if len(text) <= 200 else f"<{len(text)} characters>"
-        elif data is not None:
-            request["data"] = "<chunked, no Content-Length>"
-        resp = requests.request(
-            method,
-            self.url + target,
-            headers=sent,
-            json=json,
-            data=data,
-            timeout=60,
-            allow_redirects=False,
-        )
-        self.exchanges[name] = {
-            "request": request,
-            "response": response_record(resp, self.ph, body, sent.get("X-Request-ID")),
-        }
-        return resp
-
-    def get(self, path: str) -> requests.Response:
-        """A request that is not recorded (a wait's poll)."""
-        headers = {"Authorization": f"Bearer {server.TOKEN}"}
-        return requests.get(self.url + path, headers=headers, timeout=60)
-
-    def submit(self, name: str, body: dict[str, Any], **kw: Any) -> requests.Response:
-        self.jids.append(body["jid"].lstrip("/"))
-        return self.send(name, "POST", "/api/v1/", json=body, **kw)
-
-    # ------------------------------------------------------------ waiting
-    def wait_until(self, what: str, check: Callable[[], Any]) -> Any:
-        """``check()``'s first true value, polled until DEADLINE_S."""
-        deadline = time.monotonic() + DEADLINE_S
-        while True:
-            got = check()
-            if got:
-                return got
-            if time.monotonic() > deadline:
-                raise AssertionError(f"never happened within {DEADLINE_S} s: {what}")
-            time.sleep(0.05)
-
-    def wait_status(self, jid: str, statuses: tuple[str, ...]) -> None:
-        def seen() -> bool:
-            resp = self.get(f"/api/v1/{jid}/")
-            assert resp.status_code == 200, resp.text
-            return resp.json()["status"] in statuses
-
-        self.wait_until(f"job {jid} is {' or '.join(statuses)}", seen)
-
-    def release(self, jid: str) -> None:
-        (self.storebase / "key-1" / "incoming" / f"go-{jid}").write_text("go\n")
-
-    def cleanup(self) -> None:
-        """Let every gated job end and delete every job (after a failure too)."""
-        for jid in self.jids:
-            with contextlib.suppress(OSError):
-                self.release(jid)
-        for jid in self.jids:
-            with contextlib.suppress(requests.RequestException):
-                headers = {"Authorization": f"Bearer {server.TOKEN}"}
-                requests.delete(f"{self.url}/api/v1/{jid}/", headers=headers, timeout=60)
-
-    # ------------------------------------------------------------ the scenario
     def run(self) -> dict[str, dict[str, Any]]:
         try:
             self.open_endpoints()
@@ -486,60 +366,7 @@ class Scenario:
         self.send("bad.body-empty-object", "POST", "/api/v1/", json={})
         self.send("bad.body-empty", "POST", "/api/v1/", data="")
         good = job("contract-bad")
-        cases: dict[str, dict[str, Any]] = {
-            "unknown-field": {"colour": "red"},
-            "jid-reserved": {"jid": "jobs"},
-            "jid-reserved-docs": {"jid": "docs"},
-            "jid-empty": {"jid": ""},
-            "jid-space": {"jid": "a b"},
-            "jid-path": {"jid": "../etc"},
-            "jid-too-long": {"jid": "j" * 300},
-            "jid-number": {"jid": 12},
-            "auid-dot": {"auid": ".chris"},
-            "auid-space": {"auid": "chris smith"},
-            "auid-empty": {"auid": ""},
-            "workers-zero": {"number_of_workers": 0},
-            "workers-negative": {"number_of_workers": -1},
-            "workers-word": {"number_of_workers": "one"},
-            "workers-float": {"number_of_workers": 1.5},
-            "workers-bool": {"number_of_workers": True},
-            "workers-over-cap": {"number_of_workers": 5},
-            "workers-two": {"number_of_workers": 2},
-            "cpu-negative": {"cpu_limit": -1},
-            "cpu-over-cap": {"cpu_limit": 4001},
-            "cpu-null": {"cpu_limit": None},
-            "memory-zero": {"memory_limit": 0},
-            "memory-over-cap": {"memory_limit": 1025},
-            "memory-unit": {"memory_limit": "128Mi"},
-            "gpu-one": {"gpu_limit": 1},
-            "gpu-negative": {"gpu_limit": -1},
-            "type-bad": {"type": "xs"},
-            "image-space": {"image": "fnndsc/pl app"},
-            "image-dotdot": {"image": "fnndsc/../app"},
-            "image-empty": {"image": ""},
-            "image-not-nfkc": {"image": "fnndsc/pl-\ufb01le"},
-            "entrypoint-empty": {"entrypoint": []},
-            "entrypoint-string": {"entrypoint": "sh"},
-            "entrypoint-item-number": {"entrypoint": ["sh", 1]},
-            "args-string": {"args": "--x"},
-            "args-too-many": {"args": [str(i) for i in range(9)]},
-            "args-too-long": {"args": ["a" * 513]},
-            "args-nul": {"args": ["a\x00b"]},
-            "args-surrogate": {"args": ["\ud800"]},
-            "args-path-flags-string": {"args_path_flags": "--in"},
-            "env-name": {"env": ["1X=y"]},
-            "env-no-equals": {"env": ["X"]},
-            "env-too-many": {"env": ["A=1", "B=2", "C=3"]},
-            "env-string": {"env": "A=1"},
-            "input-outside": {"input_dir": "../outside"},
-            "input-absolute": {"input_dir": "/etc"},
-            "input-control": {"input_dir": "key-1/in\x07coming"},
-            "input-not-nfkc": {"input_dir": "key-1/\ufb01les"},
-            "output-outside": {"output_dir": "key-1/../../x"},
-            "output-storebase": {"output_dir": "."},
-            "several": {"jid": "", "cpu_limit": -5, "type": "zz", "env": ["="]},
-        }
-        for case, change in cases.items():
+        for case, change in BAD_FIELDS.items():
             # a jid of its own: should a case be taken, it conflicts with no other
             body = {**job(f"contract-bad-{case}"), **change}
             if isinstance(body["jid"], str) and body["jid"]:
