@@ -86,6 +86,8 @@ cmd_test() {
   log "lint: ruff"
   "$VENV/bin/ruff" check .
   "$VENV/bin/ruff" format --check .
+  log "lint: the dependency rules between pman's parts (import-linter, pyproject.toml)"
+  "$VENV/bin/lint-imports" --no-cache
   log "tests: pytest (engines required: a missing engine fails the run)"
   # pytest's exit code 5 (no tests collected) is a failure here like any other
   local tests=0 stack=0
