@@ -1,9 +1,12 @@
 """Record the v1 contract of a pman source tree (done once, for release 4.0.0).
 
-    git -C /work/main worktree add /tmp/pman-4.0.0 25ba7ec
-    PMAN_VENV=/tmp/pman-4.0.0/.venv bash /tmp/pman-4.0.0/scripts/dev.sh venv
-    .venv/bin/python -m tests.contract.record --source /tmp/pman-4.0.0 \\
-        --out tests/contract/v1-4.0.0.json
+    REF=~/.cache/pman-ref/$(git rev-parse 25ba7ec)   # bench/compare.py makes the same
+    git worktree add --detach $REF 25ba7ec
+    PMAN_VENV=$REF/.venv bash $REF/scripts/dev.sh venv
+    .venv/bin/python -m tests.contract.record --source $REF --out tests/contract/v1-4.0.0.json
+
+Recorded so from 25ba7ec (4.0.0); run it again (to a file elsewhere) and
+compare to see that the recording is deterministic: it was, 5 times in 5.
 
 The scenario (tests/contract/scenario.py) is this tree's; the server is the
 source tree's own ``pman serve``, from its virtualenv (``--pman`` to name
