@@ -42,10 +42,10 @@ FIXTURE_ENGINES: dict[str, frozenset[str]] = {
     "served": frozenset({"local"}),
     "serve": frozenset({"local"}),
     "fuzzed_server": frozenset({"local"}),
-    # the Kubernetes API stand-in (tests/kube)
+    # the Kubernetes API stand-in (tests/standins/kube)
     "kube": frozenset({"kubernetes"}),
     "kpman": frozenset({"kubernetes"}),
-    # the Cromwell stand-in (tests/cromwell)
+    # the Cromwell stand-in (tests/standins/cromwell)
     "standin": frozenset({"cromwell"}),
 }
 #: fixtures and parametrized arguments whose value is the name of an engine
