@@ -74,7 +74,17 @@ class JobService:
         self._probe: _Probe | None = None
         self._probe_lock = threading.Lock()
 
+    # -- what the API may know of the engine (it never calls the backend itself)
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    def describe_backend(self) -> str:
+        return self.backend.describe()
+
     def check_name(self, jid: str) -> None:
+        """InvalidJobSpec unless ``jid`` may name a job: not a route of the API's
+        own, and a name the engine accepts."""
         if jid in RESERVED_JIDS:
             raise InvalidJobSpec(
                 f"jid {jid!r} is reserved by the API", fields={"jid": "reserved name"}

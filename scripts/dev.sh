@@ -15,7 +15,10 @@
 #   bash scripts/dev.sh bench  the same set-up plus Debian's wrk, then the load
 #                              benchmark (bench/load.py; its arguments follow);
 #                              `bench slurm [args]` runs bench/slurm.py instead,
-#                              `bench availability [args]` bench/availability.py
+#                              `bench availability [args]` bench/availability.py,
+#                              `bench compare [REF] [args]` bench/compare.py: load.py
+#                              5 times against REF (default 25ba7ec, 4.0.0) and 5
+#                              times against this tree, alternating; medians, ratios
 #
 # Both are idempotent: what is installed or running already is left alone.
 set -euo pipefail
@@ -86,6 +89,8 @@ cmd_test() {
   log "lint: ruff"
   "$VENV/bin/ruff" check .
   "$VENV/bin/ruff" format --check .
+  log "lint: the dependency rules between pman's parts (import-linter, pyproject.toml)"
+  "$VENV/bin/lint-imports" --no-cache
   log "tests: pytest (engines required: a missing engine fails the run)"
   # pytest's exit code 5 (no tests collected) is a failure here like any other
   local tests=0 stack=0
@@ -111,6 +116,12 @@ cmd_bench() {
   elif [ "${1:-}" = availability ]; then
     shift
     "$VENV/bin/python" bench/availability.py "$@"   # polls under streams, slow bodies, a stalled engine
+  elif [ "${1:-}" = compare ]; then
+    shift
+    # bench/load.py against a reference commit (default 25ba7ec, release 4.0.0), alternating
+    local ref=()
+    if [ -n "${1:-}" ] && [ "${1#-}" = "$1" ]; then ref=(--ref "$1"); shift; fi
+    "$VENV/bin/python" bench/compare.py "${ref[@]}" -- "$@"
   else
     "$VENV/bin/python" bench/load.py "$@"
   fi

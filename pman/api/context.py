@@ -1,4 +1,7 @@
-"""What the request handlers share: built once per app by create_app."""
+"""What the request handlers share: built once per app by create_app.
+
+The handlers reach the engine only through the service (JobService), never
+the backend itself (an import-linter contract in pyproject.toml)."""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ from dataclasses import dataclass
 from flask import current_app
 
 from pman.api.auth import Authenticator
-from pman.backends.base import Backend
 from pman.service import JobService
 from pman.settings import Settings
 
@@ -19,10 +21,6 @@ class Runtime:
     settings: Settings
     service: JobService
     authenticator: Authenticator
-
-    @property
-    def backend(self) -> Backend:
-        return self.service.backend
 
 
 def runtime() -> Runtime:

@@ -49,7 +49,7 @@ class PollFastPath:
 
     def _poll(self, jid: str) -> bytes | None:
         try:
-            self.service.backend.check_name(jid)
+            self.service.check_name(jid)
             record, logs = self.service.status(jid)
         except (PmanError, InvalidJobSpec):
             return None  # the Flask route answers it, with the usual error handling

@@ -106,7 +106,7 @@ def _job_name(jid: str) -> str:
     (and never reaches the backend, where it might be a path)."""
     jid = jid.lstrip("/")
     try:
-        runtime().backend.check_name(jid)
+        runtime().service.check_name(jid)
     except InvalidJobSpec:
         raise JobNotFound(f"no job named {jid!r}") from None
     return jid
@@ -354,10 +354,11 @@ def openapi() -> Response:
 def health_check() -> tuple[Response, int]:
     """200 only when both the engine and the job registry answer; an engine
     that hangs is reported within a few seconds (JobService.health)."""
-    backend = runtime().backend
-    problem = runtime().service.health()
+    service = runtime().service
+    problem = service.health()
+    backend = service.describe_backend()
     if problem is not None:
-        body = schemas.Health(status="unavailable", backend=backend.describe(), message=problem)
+        body = schemas.Health(status="unavailable", backend=backend, message=problem)
         return jsonify(body.model_dump()), 503
-    body = schemas.Health(status="ok", backend=backend.describe(), message="the backend answers")
+    body = schemas.Health(status="ok", backend=backend, message="the backend answers")
     return jsonify(body.model_dump()), 200

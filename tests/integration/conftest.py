@@ -190,11 +190,9 @@ def _serve(app: Any) -> tuple[Any, str]:
     return server, f"http://127.0.0.1:{server.server_port}"
 
 
-BACKENDS = [
-    pytest.param("local", marks=pytest.mark.local),
-    pytest.param("docker", marks=pytest.mark.docker),
-    pytest.param("podman", marks=pytest.mark.podman),
-]
+#: each test of the pman, cpman and backend fixtures is marked with its engine
+#: by tests/conftest.py (from the parameter), not here
+BACKENDS = ["local", "docker", "podman"]
 CONTAINER_BACKENDS = BACKENDS[1:]
 
 

@@ -214,7 +214,6 @@ def test_a_client_that_goes_away_ends_the_stream(pman: Pman) -> None:
     pman.wait(jid, until=("started",))  # the job itself goes on
 
 
-@pytest.mark.local
 @pytest.mark.timeout(600)  # a few seconds here; the job alone may take 300 s (below)
 def test_a_50_mb_log_streams_without_loading_it(make_pman: Callable[..., Pman]) -> None:
     pman = make_pman("local")
@@ -245,7 +244,6 @@ def test_a_50_mb_log_streams_without_loading_it(make_pman: Callable[..., Pman]) 
     assert tail == (line + "\n").encode() * 2
 
 
-@pytest.mark.local
 def test_since_needs_timestamps_the_local_backend_lacks(make_pman: Callable[..., Pman]) -> None:
     pman = make_pman("local")
     body = _sh(pman, "echo hi")
@@ -255,7 +253,6 @@ def test_since_needs_timestamps_the_local_backend_lacks(make_pman: Callable[...,
     assert "since" in resp.json()["fields"]
 
 
-@pytest.mark.docker
 def test_since_on_docker(make_pman: Callable[..., Pman]) -> None:
     pman = make_pman("docker")
     body = _sh(pman, "echo early; sleep 1; echo late")
@@ -278,7 +275,6 @@ def test_since_on_docker(make_pman: Callable[..., Pman]) -> None:
 
 
 # ------------------------------------------------------------------ swarm
-@pytest.mark.swarm
 def test_swarm_cancel_scales_to_zero_and_keeps_the_logs(make_pman: Callable[..., Pman]) -> None:
     pman = make_pman("swarm")
     body = _sh(pman, "echo started-work; sleep 300", cpu_limit=100)
@@ -304,7 +300,6 @@ def test_swarm_cancel_scales_to_zero_and_keeps_the_logs(make_pman: Callable[...,
     assert pman.delete(jid).status_code == 204
 
 
-@pytest.mark.swarm
 def test_swarm_follow_ends_with_the_job(make_pman: Callable[..., Pman]) -> None:
     pman = make_pman("swarm")
     body = _sh(pman, "for i in 1 2 3 4; do echo tick $i; sleep 0.5; done", cpu_limit=100)
@@ -319,7 +314,6 @@ def test_swarm_follow_ends_with_the_job(make_pman: Callable[..., Pman]) -> None:
 
 
 # ------------------------------------------------------------------ slurm
-@pytest.mark.slurm
 def test_slurm_cancel_keeps_the_job_folder_and_follow_ends(
     make_pman: Callable[..., Pman],
 ) -> None:

@@ -13,11 +13,7 @@ import pytest
 
 from tests.integration.conftest import Pman
 
-CONFINED = [
-    pytest.param("docker", marks=pytest.mark.docker),
-    pytest.param("podman", marks=pytest.mark.podman),
-    pytest.param("swarm", marks=pytest.mark.swarm),
-]
+CONFINED = ["docker", "podman", "swarm"]
 #: what a job prints: its capability sets, no-new-privs, how / is mounted
 #: (the images' own / may be mode 555: writability of / says nothing) and
 #: whether /tmp takes a file

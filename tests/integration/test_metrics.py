@@ -43,8 +43,8 @@ def scrape(url: str, session: requests.Session | None = None) -> Samples:
 @pytest.mark.parametrize(
     "backend",
     [
-        pytest.param("local", marks=pytest.mark.local),
-        pytest.param("docker", marks=pytest.mark.docker),
+        "local",
+        "docker",
     ],
 )
 def test_metrics_change_as_a_job_runs(backend: str, make_pman: Callable[..., Pman]) -> None:
@@ -145,7 +145,6 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
             proc.wait(timeout=30)
 
 
-@pytest.mark.local
 def test_serve_metrics_add_up_every_worker_and_the_tracker(
     served: tuple[str, Path, Path],
 ) -> None:
@@ -229,7 +228,6 @@ def test_serve_metrics_add_up_every_worker_and_the_tracker(
     assert TOKEN not in stdout.read_text()
 
 
-@pytest.mark.local
 def test_serve_request_id_in_header_and_log(served: tuple[str, Path, Path]) -> None:
     url, stdout, _ = served
     auth = {"Authorization": f"Bearer {TOKEN}"}

@@ -88,8 +88,8 @@ def test_events_record_every_transition(pman: Pman) -> None:
 @pytest.mark.parametrize(
     "backend_name",
     [
-        pytest.param("local", marks=pytest.mark.local),
-        pytest.param("docker", marks=pytest.mark.docker),
+        "local",
+        "docker",
     ],
 )
 def test_restart_of_pman_while_jobs_run_and_finish(
@@ -148,7 +148,6 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=30)
 
 
-@pytest.mark.podman
 def test_engine_outage_while_pman_runs(make_pman: Callable[..., Pman]) -> None:
     """Podman's containers outlive its API service, so the service can be
     stopped and started again under a running job. The service is one of the
@@ -197,7 +196,6 @@ def test_engine_outage_while_pman_runs(make_pman: Callable[..., Pman]) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.mark.docker
 def test_unknown_labelled_container_is_adopted(make_pman: Callable[..., Pman]) -> None:
     p = make_pman("docker")
     api = engine_client("docker")
@@ -243,7 +241,6 @@ def test_job_removed_behind_pmans_back_is_marked_vanished(cpman: Pman) -> None:
     assert cpman.get(body["jid"]).json()["status"] == "finishedWithError"
 
 
-@pytest.mark.postgresql
 def test_docker_jobs_with_a_postgresql_registry(
     make_pman: Callable[..., Pman], postgresql_url: str
 ) -> None:
