@@ -142,8 +142,9 @@ def _start_tracker_process(settings: Any) -> subprocess.Popen[bytes] | None:
     """The tracker in a process of its own, leading before the workers start."""
     if not settings.core.tracker_enabled:
         return None
+    # -P: the installed pman, never a folder named pman where serve was started
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pman", "track", "--exit-with", str(os.getpid())]
+        [sys.executable, "-P", "-m", "pman", "track", "--exit-with", str(os.getpid())]
     )
     lock = Path(str(settings.registry.database_url).removeprefix("sqlite:///") + ".tracker.lock")
     deadline = time.monotonic() + 10

@@ -122,16 +122,19 @@ def start_server(
     stdout: IO[str] | None = None,
     new_session: bool = False,
     stderr_copy: Path | None = None,
+    cwd: Path | None = None,
 ) -> tuple[subprocess.Popen[str], str, set[int]]:
     """Start an HTTP server of pman's (``pman serve`` or gunicorn) bound to port 0:
     returns the process, its URL and its workers' pids once every worker is ready.
     Its stderr is read to the end in the background, so it never blocks on a
     full pipe; its stdout (the access log) goes to ``stdout``, else is inherited.
     ``new_session``: in a process group of its own, for os.killpg.
-    ``stderr_copy``: a file that gets the server's stderr, to read after a failure."""
+    ``stderr_copy``: a file that gets the server's stderr, to read after a failure.
+    ``cwd``: the folder it starts in."""
     proc = subprocess.Popen(
         argv,
         env=env,
+        cwd=cwd,
         stdout=stdout,
         stderr=subprocess.PIPE,
         text=True,

@@ -76,6 +76,47 @@ def test_pman_serve_runs_jobs_across_workers(served: tuple[str, Path]) -> None:
         assert http.delete(f"{url}/api/v1/{b['jid']}/", timeout=30).status_code == 204
 
 
+def test_processes_pman_starts_run_the_installed_pman_whatever_the_folder(tmp_path: Path) -> None:
+    """The tracker process and the local job supervisor are started as
+    ``python -m ...``: from a folder that holds another pman (a checkout of a
+    different version, say) they must still run the installed one."""
+    other = tmp_path / "elsewhere"
+    marker = tmp_path / "other-pman-imported"
+    (other / "pman").mkdir(parents=True)
+    (other / "pman" / "__init__.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\nraise ImportError('not this pman')\n"
+    )
+    storebase = tmp_path / "storebase"
+    (storebase / "key-1" / "incoming").mkdir(parents=True)
+    (storebase / "key-1" / "incoming" / "data.txt").write_text("installed\n")
+    env = {
+        **os.environ,
+        "CONTAINER_ENV": "local",
+        "STOREBASE": str(storebase),
+        "PMAN_DATA_DIR": str(tmp_path / "data"),
+        "PMAN_AUTH": "none",
+    }
+    env.pop("PYTHONSAFEPATH", None)
+    env.pop("PYTHONPATH", None)
+    pman = Path(sys.executable).with_name("pman")
+    proc, url, _ = start_server([str(pman), "serve", "--port", "0"], env, 1, cwd=other)
+    try:
+        body = job_body(entrypoint=[str(PLUGIN_BIN / "copyplugin")], output_dir="key-1/out")
+        assert requests.post(f"{url}/api/v1/", json=body, timeout=30).status_code == 201
+        deadline = time.monotonic() + 60
+        while True:
+            data = requests.get(f"{url}/api/v1/{body['jid']}/", timeout=30).json()
+            if data["status"].startswith("finished") or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert data["status"] == "finishedSuccessfully", data
+        assert (storebase / "key-1" / "out" / "out-data.txt").read_text() == "installed\n"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert not marker.exists(), "a process pman started imported the pman of its folder"
+
+
 def test_every_endpoint_but_health_and_docs_needs_credentials(served: tuple[str, Path]) -> None:
     url, _ = served
     http = authed()

@@ -211,7 +211,8 @@ class LocalBackend(Backend):
         (jobdir / "spec.json").write_text(json.dumps(record))
         try:
             subprocess.run(
-                [sys.executable, "-m", RUNNER, str(jobdir)],
+                # -P: the installed pman's runner, never one in pman's working folder
+                [sys.executable, "-P", "-m", RUNNER, str(jobdir)],
                 check=True,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
