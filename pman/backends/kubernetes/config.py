@@ -10,9 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pman.backends.kubernetes.manifest import is_label_key, is_label_value
 from pman.backends.kubernetes.settings import KubernetesSettings
-from pman.errors import ConfigError
 
 if TYPE_CHECKING:
     from pman.settings import Resource, Settings
@@ -71,18 +69,11 @@ class KubernetesConfig:
 
     @classmethod
     def from_resource(cls, resource: Resource, core: CoreSettings) -> KubernetesConfig:
-        """The configuration of a resource that runs ``kubernetes``; a
-        ConfigError for JOB_LABELS that are no Kubernetes labels (every pod
-        carries them)."""
+        """The configuration of a resource that runs ``kubernetes`` (JOB_LABELS
+        that are no Kubernetes labels were refused when the settings were
+        read: KubernetesSettings.check)."""
         kube = resource.engine_as(KubernetesSettings)
         storage, jobs = resource.storage, resource.jobs
-        bad = {k: v for k, v in jobs.labels.items() if not (is_label_key(k) and is_label_value(v))}
-        if bad:
-            raise ConfigError(
-                f"JOB_LABELS {bad} are not valid Kubernetes labels (keys: [prefix/]name, "
-                "values: at most 63 letters, digits, '-', '_', '.')",
-                fields={"JOB_LABELS": "not valid Kubernetes labels"},
-            )
         return cls(
             namespace=kube.namespace,
             timeout=core.engine_timeout,

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pman.settings.declare import EngineSettings, Env
+from pman.backends.kubernetes.manifest import is_label_key, is_label_value
+from pman.settings.declare import EngineSettings, Env, Environ, Problems
 from pman.settings.jobs import parse_labels
+
+if TYPE_CHECKING:
+    from pman.settings.jobs import JobSettings
+    from pman.settings.storage import StorageSettings
 
 _TOLERATION_KEYS = {"key", "operator", "value", "effect", "tolerationSeconds"}
 _TOLERATION_OPERATORS = ("Exists", "Equal")
@@ -134,3 +139,15 @@ class KubernetesSettings(EngineSettings):
             ge=1.0,
         ),
     ] = 120.0
+
+    def check(
+        self, storage: StorageSettings, jobs: JobSettings, environ: Environ, problems: Problems
+    ) -> None:
+        # every pod carries JOB_LABELS as labels
+        bad = {k: v for k, v in jobs.labels.items() if not (is_label_key(k) and is_label_value(v))}
+        if bad:
+            problems.add(
+                environ.name_of("JOB_LABELS"),
+                f"{bad} are not valid Kubernetes labels (keys: [prefix/]name, "
+                "values: at most 63 letters, digits, '-', '_', '.')",
+            )
