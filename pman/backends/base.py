@@ -87,6 +87,13 @@ class Backend(ABC):
     def get(self, name: str) -> JobInfo:
         """The job's current state. Raises JobNotFound."""
 
+    def find(self, name: str) -> JobInfo | None:
+        """The job's current state, or None when the engine has no such job of pman's."""
+        try:
+            return self.get(name)
+        except JobNotFound:
+            return None
+
     @abstractmethod
     def logs(self, name: str, tail: int) -> str:
         """The last ``tail`` lines of the job's combined stdout and stderr."""

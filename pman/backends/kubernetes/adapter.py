@@ -68,7 +68,7 @@ class KubernetesBackend(Backend):
         if created is None:
             raise JobExists(
                 f"a Job named {spec.name!r} exists already in namespace {self.namespace!r}",
-                existing=self._owned_info_or_none(spec.name),
+                existing=self.find(spec.name),
             )
         return JobInfo(
             name=spec.name,
@@ -90,12 +90,6 @@ class KubernetesBackend(Backend):
         if job is None:
             raise JobNotFound(f"no job named {name!r} in Kubernetes namespace {self.namespace!r}")
         return job
-
-    def _owned_info_or_none(self, name: str) -> JobInfo | None:
-        try:
-            return self.get(name)
-        except JobNotFound:
-            return None
 
     def get(self, name: str) -> JobInfo:
         job = self._job(name)

@@ -195,7 +195,7 @@ class LocalBackend(Backend):
             # mkdir is atomic: two submits of one name cannot both win
             jobdir.mkdir()
         except FileExistsError:
-            existing = self._info_or_none(spec.name)
+            existing = self.find(spec.name)
             raise JobExists(f"job {spec.name!r} exists already", existing=existing) from None
         now = datetime.now(UTC)
         record = {
@@ -246,12 +246,6 @@ class LocalBackend(Backend):
             raise BackendError(f"cannot give the output folder to the job's user: {e}") from e
 
     # ------------------------------------------------------------------ state
-    def _info_or_none(self, name: str) -> JobInfo | None:
-        try:
-            return self.get(name)
-        except JobNotFound:
-            return None
-
     def get(self, name: str) -> JobInfo:
         jobdir = self._dir(name)
         spec = read_json(jobdir / "spec.json")

@@ -157,7 +157,7 @@ class SlurmBackend(Backend):
         if meta.get("slurm_id"):
             raise JobExists(
                 f"a SLURM job named {spec.name!r} exists already",
-                existing=self._info_or_none(spec.name),
+                existing=self.find(spec.name),
             )
         # left by a submission that never reached SLURM (pman stopped in between)
         self.folders.discard(spec.name)
@@ -166,12 +166,6 @@ class SlurmBackend(Backend):
             jobdir.mkdir()
         except OSError as e:
             raise JobExists(f"job folder {jobdir} is in use: {e}") from e
-
-    def _info_or_none(self, name: str) -> JobInfo | None:
-        try:
-            return self.get(name)
-        except JobNotFound:
-            return None
 
     # ---------------------------------------------------------------- state
     def _squeue(self, all_states: bool, job_id: str | None = None) -> list[QueueRow]:

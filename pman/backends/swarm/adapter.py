@@ -91,7 +91,7 @@ class SwarmBackend(Backend):
                 if e.status_code == 409:
                     raise JobExists(
                         name_taken("service", spec.name),
-                        existing=self._owned_info_or_none(spec.name),
+                        existing=self.find(spec.name),
                     ) from e
                 raise
         now = datetime.now(UTC)
@@ -140,12 +140,6 @@ class SwarmBackend(Backend):
             if (attrs.get("State") or {}).get("OOMKilled"):
                 return True
         return False
-
-    def _owned_info_or_none(self, name: str) -> JobInfo | None:
-        try:
-            return self.get(name)
-        except JobNotFound:
-            return None
 
     def get(self, name: str) -> JobInfo:
         service = self._service_owned(name)
