@@ -98,8 +98,14 @@ class LanedBridge:
         environ = exchange.environ()
         method = environ["REQUEST_METHOD"]
         path = environ["PATH_INFO"]
+        has_body = _has_body(environ)
+        if self.inline_polls and method == "GET" and not has_body and _is_poll(path):
+            # most requests: a quick one, answered here (see the module's text)
+            environ["wsgi.input"] = io.BytesIO()
+            await exchange.respond(*complete(self.app, environ))
+            return
         lane = lane_of(method, path)
-        if _has_body(environ):
+        if has_body:
             try:
                 async with asyncio.timeout(self.body_timeout):
                     body = await self._read_body(exchange, environ)
@@ -119,12 +125,9 @@ class LanedBridge:
         else:
             environ["wsgi.input"] = io.BytesIO()
         if lane is Lane.QUICK:
-            if self.inline_polls and method == "GET" and _is_poll(path):
-                response = complete(self.app, environ)
-            else:
-                response = await asyncio.get_running_loop().run_in_executor(
-                    self.quick, complete, self.app, environ
-                )
+            response = await asyncio.get_running_loop().run_in_executor(
+                self.quick, complete, self.app, environ
+            )
             await exchange.respond(*response)
         elif lane is Lane.ENGINE:
             # from the request's arrival in full (its body has a deadline of its own)
