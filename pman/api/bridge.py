@@ -53,7 +53,6 @@ from pman.api.lanes import (
 )
 from pman.api.wsgicall import complete, start_app
 from pman.deadlines import Deadline
-from pman.service import RESERVED_JIDS
 from pman.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -329,15 +328,14 @@ def _has_body(environ: dict[str, Any]) -> bool:
 
 
 def _is_poll(path: str) -> bool:
-    """``/api/v1/<jid>/`` (the trailing slash optional), as the poll fast path
-    (pman.api.fastpath) matches it, without a regular expression; not the
-    list (``/api/v1/jobs/``) nor the API's documents, which take longer."""
+    """``/api/v1/<jid>/`` (the trailing slash optional), without a regular
+    expression (the list, ``/api/v1/jobs/``, too: one query of the registry)."""
     if not path.startswith(_API):
         return False
     jid = path[len(_API) :]
     if jid.endswith("/"):
         jid = jid[:-1]
-    return bool(jid) and "/" not in jid and jid not in RESERVED_JIDS
+    return bool(jid) and "/" not in jid
 
 
 def _log_late_failure(work: asyncio.Future[Response]) -> None:
