@@ -33,6 +33,7 @@ everything wrong at once.
 from __future__ import annotations
 
 import math
+import re
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
@@ -132,10 +133,49 @@ class Problems:
         if variable not in self._invalid:
             self.fields[variable] = message
 
+    def of_resource(self, name: str) -> ResourceProblems:
+        """The problems of one resource: each message says which resource it is
+        (all of them, when a variable they inherit is at fault)."""
+        return ResourceProblems(self, name)
+
     def raise_if_any(self) -> None:
         if self.fields:
             lines = "\n".join(f"  {k}: {v}" for k, v in sorted(self.fields.items()))
             raise ConfigError(f"invalid configuration:\n{lines}", fields=dict(self.fields))
+
+
+class ResourceProblems(Problems):
+    """One resource's view of :class:`Problems`: its messages start with
+    ``resource 'hpc':``; one variable that several resources inherit is one
+    problem naming them all."""
+
+    def __init__(self, problems: Problems, resource: str) -> None:
+        self.problems = problems
+        self.resource = resource
+
+    def _said(self, variable: str, message: str) -> str:
+        earlier = self.problems.fields.get(variable, "")
+        match = _RESOURCES_SAID.match(earlier)
+        if match is not None and earlier[match.end() :] == message:
+            names = [*match.group(2).split(", "), repr(self.resource)]
+            return f"resources {', '.join(names)}: {message}"
+        return f"resource {self.resource!r}: {message}"
+
+    def invalid(self, variable: str, message: str) -> None:
+        self.problems.invalid(variable, self._said(variable, message))
+
+    def add(self, variable: str, message: str) -> None:
+        self.problems.add(variable, self._said(variable, message))
+
+    def raise_if_any(self) -> None:
+        self.problems.raise_if_any()
+
+    @property  # type: ignore[override]
+    def fields(self) -> dict[str, str]:
+        return self.problems.fields
+
+
+_RESOURCES_SAID = re.compile(r"(resources?) ('[^:]*'(?:, '[^:]*')*): ")
 
 
 def env_of(field: FieldInfo) -> Env | None:

@@ -1,9 +1,8 @@
 """A compute resource: an engine and everything pman runs its jobs there with.
 
-Today pman has one resource, configured by unprefixed variables. Every
-section here is read through an :class:`~pman.settings.declare.Environ`, so
-that a named resource (issue 15) reads ``<NAME>_<VARIABLE>`` first and
-inherits ``<VARIABLE>`` otherwise: ``load_resource(environ, "hpc", ...)``.
+Every section here is read through an :class:`~pman.settings.declare.Environ`,
+so that a named resource reads ``<NAME>_<VARIABLE>`` first and inherits
+``<VARIABLE>`` otherwise (pman.settings.resources: which resources there are).
 """
 
 from __future__ import annotations
@@ -45,8 +44,10 @@ RESOURCE_SECTIONS: tuple[type[Section], ...] = (EngineChoice, StorageSettings, J
 class Resource:
     """What one compute resource runs jobs with."""
 
-    #: the resource's name ("" for the one of unprefixed variables)
+    #: the resource's name (``default`` for the one of unprefixed variables)
     name: str
+    #: the prefix of its own variables (``HPC_``; none for ``default`` alone)
+    prefix: str
     container_env: str
     storage: StorageSettings
     jobs: JobSettings
@@ -69,18 +70,23 @@ def engine_section(name: str) -> type[EngineSettings]:
     return engine_sections().get(name, EngineSettings)
 
 
-def resource_prefix(name: str) -> str:
-    """The prefix of a resource's own variables: ``hpc`` -> ``HPC_``."""
-    return f"{name.upper()}_" if name else ""
+def resource_variables() -> tuple[str, ...]:
+    """Every variable a resource reads (each may be prefixed)."""
+    sections = (*RESOURCE_SECTIONS, *dict.fromkeys(engine_sections().values()))
+    return tuple(dict.fromkeys(env.name for cls in sections for _, _, env in cls.variables()))
 
 
 def load_resource(
-    environ: Mapping[str, str], name: str, data_dir: Path | None, problems: Problems
+    environ: Mapping[str, str],
+    name: str,
+    prefix: str,
+    data_dir: Path | None,
+    problems: Problems,
 ) -> Resource:
-    """The resource ``name`` as ``environ`` sets it (``<NAME>_<VARIABLE>``
+    """The resource ``name`` as ``environ`` sets it (``<prefix><VARIABLE>``
     first, ``<VARIABLE>`` inherited); every problem goes to ``problems``.
     ``data_dir`` (PMAN_DATA_DIR) fills in the defaults that depend on it."""
-    env = Environ(environ, resource_prefix(name))
+    env = Environ(environ, prefix)
     container_env = EngineChoice.load(env, problems).container_env
     storage = StorageSettings.load(env, problems)
     jobs = JobSettings.load(env, problems)
@@ -95,4 +101,4 @@ def load_resource(
         engine.check(storage, jobs, env, problems)
     if data_dir is not None:
         engine = engine.with_defaults(data_dir)
-    return Resource(name, container_env or "", storage, jobs, limits, engine)
+    return Resource(name, prefix, container_env or "", storage, jobs, limits, engine)

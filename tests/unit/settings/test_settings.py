@@ -159,7 +159,7 @@ def test_a_resource_reads_its_prefixed_variables_and_inherits_the_others() -> No
     assert hpc.resource.jobs.labels == {"site": "a"}
     assert hpc.server.quick_threads == 4
     plain = load_settings(environ)
-    assert (plain.resource.name, plain.resource.container_env) == ("", "docker")
+    assert (plain.resource.name, plain.resource.container_env) == ("default", "docker")
     assert plain.resource.jobs.max_running == 8
 
 
@@ -283,3 +283,99 @@ def test_logging_and_serve_options_read_the_same_declarations() -> None:
     with pytest.raises(ConfigError) as e:
         load_serve_settings({"PMAN_PORT": "http", "PMAN_WORKERS": "two"})
     assert set(e.value.fields) == {"PMAN_PORT", "PMAN_WORKERS"}
+
+
+# ---- PMAN_RESOURCES: several resources in one pman ---------------------------------------
+BASE = {"STOREBASE": "/tmp/sb", "PMAN_DATA_DIR": "/tmp/pman-data"}
+
+
+def test_without_pman_resources_the_unprefixed_variables_are_one_resource_named_default() -> None:
+    settings = load_settings({**BASE, "CONTAINER_ENV": "docker"})
+    assert [(r.name, r.prefix, r.container_env) for r in settings.resources] == [
+        ("default", "", "docker")
+    ]
+    # `default` alone is the same as unset: its variables are the unprefixed ones
+    alone = load_settings({**BASE, "PMAN_RESOURCES": "default", "CONTAINER_ENV": "docker"})
+    assert [(r.name, r.prefix, r.container_env) for r in alone.resources] == [
+        ("default", "", "docker")
+    ]
+
+
+def test_resources_come_in_order_each_with_its_own_and_inherited_variables() -> None:
+    settings = load_settings(
+        {
+            **BASE,
+            "PMAN_RESOURCES": "hpc, gpu-a,local",
+            "CONTAINER_ENV": "docker",
+            "HPC_CONTAINER_ENV": "slurm",
+            "HPC_SLURM_PARTITION": "short",
+            "GPU_A_PMAN_MAX_RUNNING": "4",
+            "LOCAL_CONTAINER_ENV": "local",
+            "PMAN_MAX_RUNNING": "9",
+        }
+    )
+    got = [(r.name, r.prefix, r.container_env, r.jobs.max_running) for r in settings.resources]
+    assert got == [
+        ("hpc", "HPC_", "slurm", 9),
+        ("gpu-a", "GPU_A_", "docker", 4),
+        ("local", "LOCAL_", "local", 9),
+    ]
+    assert settings.resources[0].engine.partition == "short"
+    assert settings.resource_named("gpu-a") is settings.resources[1]
+    assert settings.resource_named("nope") is None
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("Hpc", "not a lowercase DNS label"),
+        ("hpc,", "empty name"),
+        ("-x", "not a lowercase DNS label"),
+        ("a" * 64, "not a lowercase DNS label"),
+        ("hpc,api", "'api' is reserved"),
+        ("health", "'health' is reserved"),
+        ("ga4gh", "'ga4gh' is reserved"),
+        ("hpc,hpc", "'hpc' is named twice"),
+        ("default,gpu", "ambiguous"),
+    ],
+)
+def test_a_bad_resource_list_is_refused_naming_pman_resources(value: str, says: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_settings({**BASE, "PMAN_RESOURCES": value})
+    assert list(e.value.fields) == ["PMAN_RESOURCES"]
+    assert says in e.value.fields["PMAN_RESOURCES"]
+
+
+def test_names_whose_variables_would_be_the_same_text_are_refused() -> None:
+    # no variable of today's is another's with a resource's prefix; the check is
+    # for those to come: shown with made-up ones
+    from pman.settings.resources import prefix_clashes
+
+    resource_vars = ("GPU_COUNT", "COUNT", "MAX_RUNNING")
+    clashes = prefix_clashes(["hpc", "hpc-gpu"], resource_vars, ["PMAN_THREADS"])
+    assert set(clashes) == {"hpc-gpu"}
+    assert "HPC_GPU_COUNT" in clashes["hpc-gpu"] and "'hpc'" in clashes["hpc-gpu"]
+    # a resource variable of its own: GPU_ + COUNT is GPU_COUNT
+    assert "GPU_COUNT" in prefix_clashes(["gpu"], resource_vars, [])["gpu"]
+    # a global one: PMAN_ + THREADS
+    assert "PMAN_THREADS" in prefix_clashes(["pman"], ("THREADS",), ["PMAN_THREADS"])["pman"]
+    assert prefix_clashes(["hpc", "local"], resource_vars, ["PMAN_THREADS"]) == {}
+
+
+def test_every_problem_names_its_resource_and_the_variable() -> None:
+    with pytest.raises(ConfigError) as e:
+        load_settings(
+            {
+                **BASE,
+                "PMAN_RESOURCES": "hpc,gpu",
+                "HPC_PMAN_MAX_RUNNING": "-1",
+                "JOB_LOGS_TAIL": "x",
+                "GPU_CONTAINER_ENV": "nope",
+            }
+        )
+    fields = e.value.fields
+    assert set(fields) == {"HPC_PMAN_MAX_RUNNING", "JOB_LOGS_TAIL", "GPU_CONTAINER_ENV"}
+    assert fields["HPC_PMAN_MAX_RUNNING"].startswith("resource 'hpc': ")
+    assert fields["GPU_CONTAINER_ENV"].startswith("resource 'gpu': ")
+    # a variable both inherit is one problem naming both
+    assert fields["JOB_LOGS_TAIL"].startswith("resources 'hpc', 'gpu': ")
