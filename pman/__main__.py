@@ -24,10 +24,10 @@ __all__ = ["configure_logging", "main"]
 
 
 def serve(host: str | None, port: int | None, workers: int | None) -> None:
-    """Serve with granian's ASGI interface: HTTP parsing and connections are
+    """Serve with granian's RSGI interface: HTTP parsing and connections are
     handled in Rust, waiting (slow bodies, log streams, engine calls) costs no
     request thread, and each kind of work gets threads of its own
-    (pman.api.asgi). Settings are checked first so a bad variable stops us
+    (pman.api.bridge, pman.api.rsgi). Settings are checked first so a bad variable stops us
     with one clear message instead of one per worker.
     """
     from granian.constants import Interfaces
@@ -68,10 +68,10 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     # shown; the access log is pman's own (pman.api.observe), in pman's format
     level, log_format = early_logging(os.environ)
     server = _Server(
-        "pman.asgi:application",
+        "pman.rsgi:application",
         address=options.host if host is None else host,
         port=options.port if port is None else port,
-        interface=Interfaces.ASGI,
+        interface=Interfaces.RSGI,
         workers=options.workers if workers is None else workers,
         log_level=LogLevels.debug if level == "DEBUG" else LogLevels.info,
         log_dictconfig=_granian_logging(log_format),

@@ -15,6 +15,7 @@ from pman.api.context import EXTENSION_KEY, Runtime
 from pman.api.docs import docs
 from pman.api.fastpath import PollFastPath
 from pman.api.lanes import LaneMiddleware
+from pman.api.rsgi import LanedRSGI
 from pman.backends import load_backend
 from pman.backends.base import Backend
 from pman.metrics import instrument
@@ -40,8 +41,8 @@ def create_app(
     Tests inject what they need; production reads the environment. Raises
     ConfigError (all problems at once) on bad settings. ``wsgi_lanes``: keep
     engine requests and log streams within their bounds under a WSGI server
-    (pman.api.lanes.LaneMiddleware); the ASGI server (create_asgi_app) does
-    that itself.
+    (pman.api.lanes.LaneMiddleware); the RSGI and ASGI applications
+    (create_rsgi_app, create_asgi_app) do that themselves.
     """
     settings = settings or load_settings()
     install_record_factory()
@@ -86,12 +87,22 @@ def create_app(
     return app
 
 
+def create_rsgi_app(
+    settings: Settings | None = None,
+    backend: Backend | None = None,
+    registry: Registry | None = None,
+) -> LanedRSGI:
+    """The application as ``pman serve`` runs it: granian's RSGI interface,
+    each kind of work on threads of its own (pman.api.bridge, pman.api.rsgi)."""
+    settings = settings or load_settings()
+    return LanedRSGI(create_app(settings, backend, registry), settings)
+
+
 def create_asgi_app(
     settings: Settings | None = None,
     backend: Backend | None = None,
     registry: Registry | None = None,
 ) -> LanedASGI:
-    """The application as ``pman serve`` runs it: ASGI, each kind of work on
-    threads of its own (pman.api.asgi)."""
+    """The same for an ASGI server (pman.api.bridge, pman.api.asgi)."""
     settings = settings or load_settings()
     return LanedASGI(create_app(settings, backend, registry), settings)

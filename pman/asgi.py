@@ -1,5 +1,7 @@
-"""ASGI entry point, what ``pman serve`` runs under granian: ``pman.asgi:application``
-(see pman.api.asgi; other ASGI servers are not tested)."""
+"""ASGI entry point: ``pman.asgi:application``, for an ASGI server (``granian
+--interface asgi``, others are not tested). ``pman serve`` runs the same
+application through granian's RSGI interface (pman.rsgi), which costs less
+per request."""
 
 from pman.__main__ import configure_logging
 from pman.app import create_asgi_app

@@ -1,11 +1,13 @@
 """Work that may wait never starves work that must not (pman.api.lanes).
 
-Through ``pman serve`` (granian, ASGI) as deployed: open log streams, slow
+Through ``pman serve`` (granian, RSGI) as deployed: open log streams, slow
 request bodies and an engine that hangs each hold everything they may hold,
 and polls of a finished job still answer; what is over a bound is refused at
 once; a POST the engine does not answer in time is 503 and leaves nothing
-behind once the engine wakes up. Under ``gunicorn pman.wsgi:application``,
-the bounds hold too.
+behind once the engine wakes up. The tests of streams and bodies run through
+the ASGI application too (``pman.asgi:application`` under granian's ASGI
+interface), which shares the lanes (pman.api.bridge). Under ``gunicorn
+pman.wsgi:application``, the bounds hold too.
 """
 
 from __future__ import annotations
@@ -46,10 +48,13 @@ def _session(token: str = TOKEN) -> requests.Session:
 
 
 class Served:
-    def __init__(self, url: str, storebase: Path, proc: subprocess.Popen[str]) -> None:
+    def __init__(
+        self, url: str, storebase: Path, proc: subprocess.Popen[str], workers: set[int]
+    ) -> None:
         self.url = url
         self.storebase = storebase
         self.proc = proc
+        self.workers = workers
         self.http = _session()
         self.jids: list[str] = []
 
@@ -83,13 +88,39 @@ class Served:
         )
 
 
+#: granian serving pman's ASGI application, as an operator would run it
+#: (pman serve's own log format, so that start_server sees its lines)
+ASGI_SERVER = """
+import sys
+from granian.constants import Interfaces
+from granian.server import Server
+from pman.__main__ import _granian_logging
+Server(
+    "pman.asgi:application",
+    address="127.0.0.1",
+    port=int(sys.argv[1]),
+    interface=Interfaces.ASGI,
+    workers=1,
+    log_dictconfig=_granian_logging("text"),
+    log_access=False,
+).serve()
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
-    """serve(gunicorn=False, **ENV) -> a pman served as deployed, 1 worker
-    (``pman serve``, or gunicorn's gthread worker)."""
+    """serve(gunicorn=False, asgi=False, **ENV) -> a pman served as deployed,
+    1 worker (``pman serve``; gunicorn's gthread worker; or the ASGI
+    application under granian)."""
     served: list[Served] = []
 
-    def start(gunicorn: bool = False, **extra: str) -> Served:
+    def start(gunicorn: bool = False, asgi: bool = False, **extra: str) -> Served:
         storebase = tmp_path / f"storebase-{uuid.uuid4().hex[:6]}"
         (storebase / "key-1" / "incoming").mkdir(parents=True)
         (storebase / "key-1" / "incoming" / "data.txt").write_text("data\n")
@@ -116,12 +147,17 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
                 extra.get("GUNICORN_THREADS", "8"),
                 "pman.wsgi:application",
             ]
+        elif asgi:
+            metrics_dir = tmp_path / f"metrics-{uuid.uuid4().hex[:6]}"
+            metrics_dir.mkdir()
+            env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+            argv = [sys.executable, "-c", ASGI_SERVER, str(_free_port())]
         else:
             argv = [str(bin_dir / "pman"), "serve", "--port", "0", "--workers", "1"]
-        proc, url, _ = start_server(
+        proc, url, workers = start_server(
             argv, env, 1, new_session=True, stderr_copy=tmp_path / "server.log"
         )
-        served.append(Served(url, storebase, proc))
+        served.append(Served(url, storebase, proc, workers))
         return served[-1]
 
     yield start
@@ -139,11 +175,20 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
 
 pytestmark = pytest.mark.local
 
+#: pman serve's interface (RSGI), and the ASGI application under granian
+INTERFACES = pytest.mark.parametrize("asgi", [False, True], ids=["rsgi", "asgi"])
 
+
+@INTERFACES
 def test_open_streams_do_not_stop_polls_and_one_more_is_refused_at_once(
-    serve: Callable[..., Served],
+    serve: Callable[..., Served], asgi: bool
 ) -> None:
-    pman = serve(PMAN_THREADS="2", PMAN_MAX_LOG_STREAMS="16", PMAN_MAX_LOG_STREAMS_PER_CLIENT="12")
+    pman = serve(
+        asgi=asgi,
+        PMAN_THREADS="2",
+        PMAN_MAX_LOG_STREAMS="16",
+        PMAN_MAX_LOG_STREAMS_PER_CLIENT="12",
+    )
     done = pman.submit("echo finished-work")
     pman.wait(done["jid"])
     silent = pman.submit("sleep 120")
@@ -190,10 +235,11 @@ def test_open_streams_do_not_stop_polls_and_one_more_is_refused_at_once(
         s.close()
 
 
+@INTERFACES
 def test_a_stream_of_a_silent_job_ends_with_the_job_or_when_idle(
-    serve: Callable[..., Served],
+    serve: Callable[..., Served], asgi: bool
 ) -> None:
-    pman = serve(PMAN_LOG_STREAM_IDLE_TIMEOUT="2")
+    pman = serve(asgi=asgi, PMAN_LOG_STREAM_IDLE_TIMEOUT="2")
     # writes, then nothing for longer than the idle limit: ended by pman
     idle = pman.submit("echo one; sleep 120; echo never")
     pman.wait(idle["jid"], until=("started",))
@@ -210,6 +256,71 @@ def test_a_stream_of_a_silent_job_ends_with_the_job_or_when_idle(
         got = b"".join(resp.iter_content(None))
     assert got == b"a\nb\n"
     assert pman.wait(short["jid"])["status"] == "finishedSuccessfully"
+
+
+def _rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for entry in f:
+            if entry.startswith("VmRSS:"):
+                return int(entry.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+@INTERFACES
+@pytest.mark.timeout(600)  # the 50 MiB log takes a while to write
+def test_a_client_that_reads_slowly_holds_its_stream_back(
+    serve: Callable[..., Served], asgi: bool
+) -> None:
+    """A client that stops reading a long log makes pman stop reading it too:
+    the worker does not hold the rest (granian's ASGI send waits; its RSGI
+    transport does not, so pman waits on the client's TCP acknowledgements)."""
+    pman = serve(asgi=asgi)
+    line = "x" * 1023
+    big = pman.submit(f"i=0; while [ $i -lt 51200 ]; do echo {line}; i=$((i+1)); done")
+    pman.wait(big["jid"], timeout=300)
+    [worker] = pman.workers
+    host = urlparse(pman.url)
+    with socket.create_connection((host.hostname, host.port), timeout=60) as s:
+        before = _rss(worker)
+        s.sendall(
+            (
+                f"GET /api/v1/{big['jid']}/logs/ HTTP/1.1\r\nHost: {host.netloc}\r\n"
+                f"Authorization: Bearer {TOKEN}\r\n\r\n"
+            ).encode()
+        )
+        received = s.recv(65536)
+        assert received.startswith(b"HTTP/1.1 200"), received[:200]
+        # the client reads nothing more for a while: the kernel's buffers fill,
+        # and pman holds back the other ~40 MiB of the log
+        time.sleep(3)
+        grown = _rss(worker) - before
+        assert grown < 20 << 20, f"the worker grew by {grown >> 20} MiB"
+        # then it reads the rest: all of the log, then the final chunk
+        total = len(received)
+        tail = received[-5:]
+        while chunk := s.recv(1 << 20):
+            total += len(chunk)
+            tail = (tail + chunk)[-5:]
+            if tail == b"0\r\n\r\n":
+                break
+        assert tail == b"0\r\n\r\n"
+        assert total > 51200 * 1024
+
+
+@INTERFACES
+def test_a_server_told_to_stop_ends_its_streams(serve: Callable[..., Served], asgi: bool) -> None:
+    """SIGTERM: the server waits for open responses before it stops, and the
+    stream of a silent job would not end before the job does."""
+    pman = serve(asgi=asgi)
+    silent = pman.submit("sleep 20")
+    pman.wait(silent["jid"], until=("started",))
+    stream = pman.stream(silent["jid"])
+    assert stream.status_code == 200
+    asked = time.monotonic()
+    pman.proc.send_signal(signal.SIGTERM)
+    assert b"".join(stream.iter_content(None)) == b""  # ended, without the job
+    pman.proc.wait(timeout=30)
+    assert time.monotonic() - asked < 10
 
 
 def _trickle(url: str, path: str, n: int) -> list[socket.socket]:
@@ -229,10 +340,11 @@ def _trickle(url: str, path: str, n: int) -> list[socket.socket]:
     return socks
 
 
+@INTERFACES
 def test_slow_bodies_hold_no_thread_and_time_out_on_their_own(
-    serve: Callable[..., Served],
+    serve: Callable[..., Served], asgi: bool
 ) -> None:
-    pman = serve(PMAN_THREADS="2", PMAN_MAX_ENGINE_CALLS="2", PMAN_BODY_TIMEOUT="3")
+    pman = serve(asgi=asgi, PMAN_THREADS="2", PMAN_MAX_ENGINE_CALLS="2", PMAN_BODY_TIMEOUT="3")
     done = pman.submit("echo finished-work")
     pman.wait(done["jid"])
     socks = _trickle(pman.url, "/api/v1/", 40)
