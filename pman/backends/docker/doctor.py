@@ -161,7 +161,7 @@ def storage_checks(context: DoctorContext, config: EngineConfig) -> list[Check]:
                 ],
             )
         ]
-    return folder_checks(context, [(context.name_of("STOREBASE"), config.storebase, "")])
+    return folder_checks([(context.name_of("STOREBASE"), config.storebase, "")])
 
 
 def storage_volume(config: EngineConfig) -> Finding:

@@ -108,10 +108,26 @@ def who() -> str:
     return f"{name} (uid {os.geteuid()})"
 
 
-def writable_folder(check: str, path: Path | None, variable: str, unset: str = "") -> Finding:
+def writable_folder(
+    check: str, path: Path | None, variable: str, unset: str = "", made_by_pman: bool = False
+) -> Finding:
     """Whether ``path`` is a folder this process can create files in: a real
     write (a probe file made and removed), as permission bits say too little
-    (root, read-only mounts, ACLs)."""
+    (root, read-only mounts, ACLs). A folder pman makes itself (``made_by_pman``)
+    may be missing if the nearest folder above it that exists is writable."""
+    if path is not None and made_by_pman and not path.exists():
+        parent = next((p for p in path.parents if p.exists()), Path("/"))
+        found = writable_folder(check, parent, variable)
+        if found.status is Status.OK:
+            return ok(
+                check, f"{variable}={path} does not exist yet: pman makes it ({parent} is writable)"
+            )
+        return Finding(
+            check,
+            found.status,
+            f"{variable}={path} does not exist yet and {parent} above it is not writable",
+            found.fix,
+        )
     if path is None:
         if unset:
             return skipped(check, f"{variable} is not set: {unset}")
@@ -141,13 +157,17 @@ def writable_folder(check: str, path: Path | None, variable: str, unset: str = "
 
 
 def folder_checks(
-    context: DoctorContext, folders: Iterable[tuple[str, Path | None, str]]
+    folders: Iterable[tuple[str, Path | None, str]], made_by_pman: Iterable[str] = ()
 ) -> list[Check]:
-    """A check per (variable, folder, what an unset one means) that pman must write in."""
+    """A check per (variable, folder, what an unset one means) that pman must
+    write in; those of ``made_by_pman`` (variables) pman makes when missing."""
+    makes = set(made_by_pman)
     return [
         Check(
             f"folder {variable}",
-            lambda v=variable, p=path, u=unset: [writable_folder(f"folder {v}", p, v, u)],
+            lambda v=variable, p=path, u=unset: [
+                writable_folder(f"folder {v}", p, v, u, made_by_pman=v in makes)
+            ],
             hang_fix=f"the filesystem of {variable} does not answer: check its mount (NFS...)",
         )
         for variable, path, unset in folders
