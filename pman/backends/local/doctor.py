@@ -22,7 +22,7 @@ def checks(context: DoctorContext) -> list[Check]:
         ),
         *folder_checks(
             [
-                ("PMAN_DATA_DIR", config.jobs_dir, ""),
+                ("PMAN_DATA_DIR", config.data_dir, ""),
                 (context.name_of("STOREBASE"), config.storebase, "jobs are given no STOREBASE"),
             ],
             made_by_pman=["PMAN_DATA_DIR"],
