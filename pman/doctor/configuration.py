@@ -15,6 +15,7 @@ from pman.settings import (
     DEFAULT_RESOURCE,
     GLOBAL_SECTIONS,
     Resource,
+    load_serve_settings,
     load_settings,
 )
 from pman.settings.core import CoreSettings
@@ -22,6 +23,7 @@ from pman.settings.declare import Environ, Problems, Section
 from pman.settings.registry import RegistrySettings
 from pman.settings.resource import RESOURCE_SECTIONS, load_resource
 from pman.settings.resources import ResourceList, resource_prefix
+from pman.settings.server import ServeSettings
 
 CHECK = "configuration"
 
@@ -41,11 +43,19 @@ class Configuration:
 
 
 def read(environ: Mapping[str, str] | None = None) -> Configuration:
+    """The configuration of ``pman serve`` (its listening options too)."""
     environ = os.environ if environ is None else environ
+    serving: dict[str, str] = {}
+    try:
+        load_serve_settings(environ)
+    except ConfigError as e:
+        serving = dict(e.fields or {})
     try:
         settings = load_settings(environ)
     except ConfigError as e:
-        return _partial(environ, e)
+        return _partial(environ, {**(e.fields or {}), **serving})
+    if serving:
+        return _partial(environ, serving)
     names = ", ".join(r.name for r in settings.resources)
     return Configuration(
         core=settings.core,
@@ -55,7 +65,8 @@ def read(environ: Mapping[str, str] | None = None) -> Configuration:
     )
 
 
-def _partial(environ: Mapping[str, str], error: ConfigError) -> Configuration:
+def _partial(environ: Mapping[str, str], fields: dict[str, str]) -> Configuration:
+    """What can be read despite ``fields`` (variable -> its problem)."""
     env = Environ(environ)
     core_problems, registry_problems, list_problems = Problems(), Problems(), Problems()
     core = CoreSettings.load(env, core_problems)
@@ -92,7 +103,7 @@ def _partial(environ: Mapping[str, str], error: ConfigError) -> Configuration:
             problem(CHECK, f"{variable}: {message}", fix_of(variable, listed)).of(
                 _resource_of(variable, listed)
             )
-            for variable, message in sorted((error.fields or {}).items())
+            for variable, message in sorted(fields.items())
         ],
     )
 
@@ -112,6 +123,7 @@ def fix_of(variable: str, listed: list[tuple[str, str]]) -> str:
 
     sections: list[type[Section]] = [
         *GLOBAL_SECTIONS,
+        ServeSettings,
         *RESOURCE_SECTIONS,
         *dict.fromkeys(engine_sections().values()),
     ]

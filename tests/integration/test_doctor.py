@@ -268,7 +268,7 @@ def test_bad_variables_and_what_is_checked_despite_them(site: dict[str, str]) ->
     assert tail["detail"].startswith("DOCK_JOB_LOGS_TAIL: resource 'dock': Not a valid integer")
     assert tail["fix"].startswith("set DOCK_JOB_LOGS_TAIL to")
     assert "log lines returned with a job's status" in tail["fix"]
-    assert "unset, it is 1000" in tail["fix"]
+    assert "default: 1000" in tail["fix"]
     assert timeout["detail"].startswith("PMAN_ENGINE_TIMEOUT: Must be greater than or equal to")
     # the broken resource is not checked, the other one and the registry are
     assert only(findings, "dock", "engine")["result"] == "SKIPPED"
