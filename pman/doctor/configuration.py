@@ -134,6 +134,6 @@ def fix_of(variable: str, listed: list[tuple[str, str]]) -> str:
                 shown = env.default_doc or (repr(default) if default not in (None, "") else "")
                 choices = f" (one of: {', '.join(env.choices)})" if env.choices else ""
                 return f"set {variable} to {env.form or 'a valid value'}{choices}: {env.doc}" + (
-                    f"; unset, it is {shown}" if shown else ""
+                    f"; default: {shown}" if shown else ""
                 )
     return f"set {variable} to a valid value (docs/configuration.md lists every variable)"
