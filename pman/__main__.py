@@ -210,10 +210,37 @@ def main(argv: list[str] | None = None) -> None:
     )
     p_track = sub.add_parser("track", help="run only the tracker (pman serve starts one itself)")
     p_track.add_argument("--exit-with", type=int, help="stop when this parent process ends")
+    p_doctor = sub.add_parser(
+        "doctor",
+        help="check this machine's pman configuration, engines, registry and clock",
+        description="Run on the server's machine with the server's environment: exit 0 when "
+        "every check passes, 1 when one finds a problem, 2 for a usage error.",
+    )
+    p_doctor.add_argument("--json", action="store_true", help="findings as a JSON list")
+    p_doctor.add_argument(
+        "--submit-test",
+        action="store_true",
+        help="SLURM: submit a tiny batch job to prove a compute node sees pman's folders",
+    )
+    p_doctor.add_argument("--resource", help="check this resource only (and the registry)")
+    p_doctor.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds each check may take (default 10)"
+    )
     cli.add_commands(sub)
     args = parser.parse_args(argv)
     if args.command in cli.COMMANDS:
         sys.exit(cli.run(args))
+    if args.command == "doctor":
+        from pman.doctor import main as doctor
+
+        sys.exit(
+            doctor(
+                as_json=args.json,
+                submit_test=args.submit_test,
+                resource=args.resource,
+                timeout=args.timeout,
+            )
+        )
     configure_logging()
     try:
         if args.command == "serve":

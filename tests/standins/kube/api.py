@@ -22,10 +22,12 @@ from .errors import (
     not_found,
     unauthorized,
 )
+from .rbac import attributes_of, forbidden, review
 from .store import Obj, SelectorError, new_uid, parse_field_selector, parse_label_selector
 from .validation import (
     PATCH_TYPES,
     default_job,
+    validate_access_review,
     validate_eviction,
     validate_job_patch,
     validate_new_job,
@@ -62,6 +64,8 @@ ROUTES: list[tuple[str, re.Pattern[str]]] = [
         ("pvcs", rf"/api/v1{NS}/persistentvolumeclaims"),
         ("pvc", rf"/api/v1{NS}/persistentvolumeclaims/(?P<name>[^/]+)"),
         ("namespace", rf"/api/v1{NS}"),
+        ("authorization", r"/apis/authorization.k8s.io/v1/?"),
+        ("ssar", r"/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"),
     ]
 ]
 
@@ -108,6 +112,15 @@ CORE_RESOURCES = [
         "namespaced": True,
         "kind": "Pod",
         "verbs": ["get"],
+    },
+]
+AUTHORIZATION_RESOURCES = [
+    {
+        "name": "selfsubjectaccessreviews",
+        "singularName": "selfsubjectaccessreview",
+        "namespaced": False,
+        "kind": "SelfSubjectAccessReview",
+        "verbs": ["create"],
     },
 ]
 BATCH_RESOURCES = [
@@ -207,6 +220,12 @@ class Handler(BaseHTTPRequestHandler):
             for name, pattern in ROUTES:
                 m = pattern.match(parts.path)
                 if m:
+                    attrs = attributes_of(
+                        name, method, m.groupdict(), _flag(self.query.get("watch"))
+                    )
+                    if attrs is not None and not self.standin.rules.allows(attrs):
+                        self._read_body_quietly()
+                        raise forbidden(attrs)
                     handler = getattr(self, f"{method.lower()}_{name}", None)
                     if handler is None:
                         self._read_body_quietly()
@@ -268,7 +287,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def get_apis(self) -> None:
         groups = []
-        for g in ("batch", "policy"):
+        for g in ("authorization.k8s.io", "batch", "policy"):
             gv = {"groupVersion": f"{g}/v1", "version": "v1"}
             groups.append({"name": g, "versions": [gv], "preferredVersion": gv})
         self._send_json(200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
@@ -288,6 +307,30 @@ class Handler(BaseHTTPRequestHandler):
                 "resources": BATCH_RESOURCES,
             },
         )
+
+    def get_authorization(self) -> None:
+        self._send_json(
+            200,
+            {
+                "kind": "APIResourceList",
+                "apiVersion": "v1",
+                "groupVersion": "authorization.k8s.io/v1",
+                "resources": AUTHORIZATION_RESOURCES,
+            },
+        )
+
+    def post_ssar(self) -> None:
+        """What the stand-in's user may do (its rules: standin.rules), as
+        ``kubectl auth can-i`` asks: 201 with the review and its status."""
+        body = validate_access_review(self._read_body(), self.standin.k8s_version)
+        answer = {
+            "kind": "SelfSubjectAccessReview",
+            "apiVersion": "authorization.k8s.io/v1",
+            "metadata": {"creationTimestamp": None},
+            "spec": body["spec"],
+            "status": review(body["spec"], self.standin.rules),
+        }
+        self._send_json(201, answer)
 
     def get_policy(self) -> None:
         self._send_json(

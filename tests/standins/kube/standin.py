@@ -23,6 +23,7 @@ import yaml
 
 from .api import Handler
 from .controller import Controller
+from .rbac import Rules
 from .store import Store, now_rfc3339
 
 DEFAULT_NODE = "standin-node"
@@ -77,9 +78,13 @@ class KubeStandin:
         image_pull_backoff_after: float = 1.0,
         grace_period_cap: float = 1.0,
         job_backoff: float = 0.0,
+        rules: list[dict[str, list[str]]] | None = None,
     ) -> None:
         self.k8s_version = k8s_version.lstrip("v")
         self.token = token
+        #: what its user may do (rbac.py): enforced on every request, and
+        #: answered by SelfSubjectAccessReview; None: everything it serves
+        self.rules = Rules(rules)
         self.pvcs = {k: Path(v) for k, v in (pvcs or {}).items()}
         labels = {
             "kubernetes.io/hostname": DEFAULT_NODE,

@@ -605,6 +605,30 @@ def validate_eviction(body: Any, k8s_version: str, pod: str) -> Obj:
     return body
 
 
+def validate_access_review(body: Any, k8s_version: str) -> Obj:
+    """A SelfSubjectAccessReview: the schema, then exactly one of its spec's
+    attributes (``ValidateSelfSubjectAccessReviewSpec``)."""
+    check_body_kind(body, "authorization.k8s.io/v1", "SelfSubjectAccessReview")
+    schema_validate(body, k8s_version, "SelfSubjectAccessReview", "authorization.k8s.io")
+    spec = body.get("spec") or {}
+    errs = FieldErrors()
+    if spec.get("resourceAttributes") is not None and spec.get("nonResourceAttributes"):
+        errs.invalid(
+            "spec.nonResourceAttributes",
+            spec["nonResourceAttributes"],
+            "cannot be specified in combination with resourceAttributes",
+        )
+    if spec.get("resourceAttributes") is None and spec.get("nonResourceAttributes") is None:
+        errs.invalid(
+            "spec.resourceAttributes",
+            None,
+            "exactly one of nonResourceAttributes or resourceAttributes must be specified",
+        )
+    if errs:
+        raise errs.error("SelfSubjectAccessReview", "authorization.k8s.io", "")
+    return body
+
+
 def subpath_ok(path: str) -> bool:
     return not path.startswith("/") and ".." not in posixpath.normpath(path).split("/")
 
