@@ -32,6 +32,7 @@ from pman.lifecycle import (
 from pman.models import JobInfo, JobSpec, JobState
 from pman.registry.outbox import Outbox
 from pman.registry.records import (
+    DEFAULT_RESOURCE,
     JobRecord,
     RecordReads,
     RegistryUnavailable,
@@ -160,6 +161,8 @@ class RecordWrites(RecordReads, Outbox):
         auid: str,
         labels: dict[str, str],
         logs: str | None = None,
+        *,
+        resource: str = DEFAULT_RESOURCE,
     ) -> JobRecord:
         """Record a job found on the engine that the registry did not know
         (with its final logs when it has finished, in the same transaction)."""
@@ -180,6 +183,7 @@ class RecordWrites(RecordReads, Outbox):
             "started_at": info.started_at,
             "finished_at": info.finished_at,
             "logs": logs,
+            "resource": resource,
         }
         with self.engine.begin() as conn:
             job_id = self._insert_in(
