@@ -18,11 +18,16 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.add_column(
-        "jobs",
-        sa.Column("resource", sa.String(63), nullable=False, server_default="default"),
-    )
-    op.create_index("jobs_by_resource", "jobs", ["resource", "id"])
+    # a registry that lost its version table (stamped again as the baseline)
+    # may have the column already: it is kept as it is
+    inspector = sa.inspect(op.get_bind())
+    if "resource" not in {c["name"] for c in inspector.get_columns("jobs")}:
+        op.add_column(
+            "jobs",
+            sa.Column("resource", sa.String(63), nullable=False, server_default="default"),
+        )
+    if "jobs_by_resource" not in {i["name"] for i in inspector.get_indexes("jobs")}:
+        op.create_index("jobs_by_resource", "jobs", ["resource", "id"])
 
 
 def downgrade() -> None:
