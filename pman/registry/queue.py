@@ -155,6 +155,15 @@ class CapacityQueue(RecordWrites):
             return int(conn.execute(select(func.count()).where(_waiting())).scalar_one())
 
     @db
+    def occupancy(self, backend: str, resource: str = DEFAULT_RESOURCE) -> tuple[int, int]:
+        """(jobs on ``resource``'s engine or being given to it, jobs waiting in its queue)."""
+        with self.engine.connect() as conn:
+            return (
+                count(conn, backend, queued=False, resource=resource),
+                count(conn, backend, queued=True, resource=resource),
+            )
+
+    @db
     def count_queued_by_resource(self) -> dict[str, int]:
         """Jobs waiting in pman's queue, by resource (for /metrics and the resources list)."""
         with self.engine.connect() as conn:

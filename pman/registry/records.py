@@ -329,6 +329,17 @@ class RecordReads(RegistryBase):
             return {(r[0], r[1]): r[2] for r in rows}
 
     @db
+    def count_by_resource_and_backend(self) -> dict[tuple[str, str, str], int]:
+        """(resource, backend, state) -> number of jobs not deleted, in one query."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(jobs.c.resource, jobs.c.backend, jobs.c.state, func.count())
+                .where(jobs.c.active)
+                .group_by(jobs.c.resource, jobs.c.backend, jobs.c.state)
+            )
+            return {(r[0], r[1], r[2]): r[3] for r in rows}
+
+    @db
     def count_by_resource(self) -> dict[tuple[str, str], int]:
         """(resource, state) -> number of jobs not deleted, in one query (for /metrics)."""
         with self.engine.connect() as conn:

@@ -16,8 +16,9 @@ from enum import Enum
 from typing import Any
 
 from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
-from pman.errors import JobNotFound
+from pman.errors import JobExists, JobNotFound
 from pman.lifecycle import (
     Decision,
     Deleted,
@@ -185,10 +186,13 @@ class RecordWrites(RecordReads, Outbox):
             "logs": logs,
             "resource": resource,
         }
-        with self.engine.begin() as conn:
-            job_id = self._insert_in(
-                conn, values, labels, "adopted: found on the engine without a record"
-            )
+        try:
+            with self.engine.begin() as conn:
+                job_id = self._insert_in(
+                    conn, values, labels, "adopted: found on the engine without a record"
+                )
+        except IntegrityError as e:
+            raise JobExists(f"job {info.name!r} has a record already") from e
         return self.get(job_id)
 
     def record(self, job_id: int, info: JobInfo, logs: str | None = None) -> bool:
