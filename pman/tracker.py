@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 from pman import metrics
 from pman.backends.base import Backend, ChangeStream
 from pman.errors import BackendUnavailable, JobExists, JobNotFound, PmanError
-from pman.jobs import spec_from_record
+from pman.jobs import labelled_for, spec_from_record
 from pman.labels import LABEL_AUID, LABEL_INSTANCE, LABEL_MANAGED, LABEL_RESOURCE
 from pman.leader import FileLock, LeaderLock, PostgresAdvisoryLock, leader_lock_for
 from pman.lifecycle import Missing, Phase, StartFailed
@@ -556,7 +556,7 @@ class Tracker:
                 raise PmanError("this tracker was built without the storage to place it")
             spec = spec_from_record(data, labels, fingerprint, lane.storage)
             lane.storage.prepare_output(spec.mounts)
-            info = lane.backend.submit(spec)
+            info = lane.backend.submit(labelled_for(spec, lane.name))
         except BackendUnavailable as e:
             self.registry.unclaim(record.id, f"waiting for the engine ({e.message})")
             raise
