@@ -10,6 +10,10 @@ No assertion depends on timing: a job that must hold a slot is a long
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +24,7 @@ import pytest
 import requests
 
 from pman.labels import LABEL_RESOURCE
-from tests.integration.conftest import SOCKETS, Pman, engine_client
+from tests.integration.conftest import SOCKETS, TEST_IMAGE, Pman, engine_client
 
 pytestmark = [pytest.mark.docker, pytest.mark.podman]
 
@@ -210,3 +214,49 @@ def test_a_resource_whose_engine_is_unreachable_leaves_the_others_alone(
         for jid in p.jids:
             with contextlib.suppress(docker.errors.APIError):
                 engines["dock"].remove_container(jid, force=True)
+
+
+def test_the_cli_shows_resources_and_sends_and_filters_by_resource(
+    two: Callable[..., Pman], engines: dict[str, docker.APIClient]
+) -> None:
+    p = two()
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("PMAN_URL", "PMAN_TOKEN")}
+        return subprocess.run(
+            [sys.executable, "-m", "pman", "--url", p.url, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    table = cli("resources")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split()[:5] == ["NAME", "BACKEND", "HEALTH", "RUNNING", "QUEUED"]
+    assert [line.split()[:3] for line in lines[1:]] == [
+        ["pod", "podman", "ok"],
+        ["dock", "docker", "ok"],
+    ]
+    as_json = json.loads(cli("resources", "--json").stdout)
+    assert [r["name"] for r in as_json] == ["pod", "dock"]
+    jid = f"cli-res-{uuid.uuid4().hex[:8]}"
+    p.jids.append(jid)
+    submitted = cli(
+        "submit", "--jid", jid, "--image", TEST_IMAGE, "--entrypoint", "copyplugin",
+        "--input-dir", "key-1/incoming", "--output-dir", "key-1/out-cli",
+        "--compute-resource", "dock", "--wait", "--interval", "0.2", "--json",
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr
+    assert json.loads(submitted.stdout)["compute_resource"] == "dock"
+    assert on_engine(engines["dock"], jid) is not None
+    listed = json.loads(cli("list", "--compute-resource", "dock", "--json").stdout)
+    assert [j["jid"] for j in listed] == [jid]
+    assert json.loads(cli("list", "--compute-resource", "pod", "--json").stdout) == []
+    refused = cli(
+        "submit", "--image", TEST_IMAGE, "--entrypoint", "copyplugin",
+        "--input-dir", "key-1/incoming", "--output-dir", "key-1/out-x",
+        "--compute-resource", "nowhere",
+    )  # fmt: skip
+    assert refused.returncode == 2 and "compute_resource" in refused.stderr
