@@ -149,7 +149,7 @@ class ResourceRuntime:
             "max_memory_limit": limits.max_memory_limit,
             "max_gpu_limit": limits.max_gpu_limit,
             "max_workers": limits.max_workers,
-            "image_allowlist": list(limits.image_allowlist),
+            "image_allowlist": [pattern.text for pattern in limits.image_allowlist],
         }
 
 

@@ -227,7 +227,11 @@ def test_the_list_filters_by_resource(client: FlaskClient) -> None:
 
 
 def test_the_resources_list(make_app: Callable[..., Flask], big: FakeBackend) -> None:
-    client = make_app(SMALL_PMAN_MAX_RUNNING="1", BIG_PMAN_MAX_GPU_LIMIT="2").test_client()
+    client = make_app(
+        SMALL_PMAN_MAX_RUNNING="1",
+        BIG_PMAN_MAX_GPU_LIMIT="2",
+        BIG_PMAN_IMAGE_ALLOWLIST="localhost/*,docker.io/fnndsc/*",
+    ).test_client()
     post(client, jid="r1")
     post(client, jid="r2", compute_resource="small")
     big.fail_with = BackendUnavailable("big's engine is not there")
@@ -239,6 +243,8 @@ def test_the_resources_list(make_app: Callable[..., Flask], big: FakeBackend) ->
     assert big_r["capabilities"] == {"gpus": True, "max_workers": None, "array_workers": True}
     assert (small_r["running"], small_r["queued"]) == (1, 1)
     assert small_r["caps"]["max_running"] == 1 and big_r["caps"]["max_gpu_limit"] == 2
+    assert big_r["caps"]["image_allowlist"] == ["localhost/*", "docker.io/fnndsc/*"]
+    assert small_r["caps"]["image_allowlist"] == []
     assert small_r["healthy"] and small_r["problem"] is None
     assert not big_r["healthy"] and "not there" in big_r["problem"]
 
