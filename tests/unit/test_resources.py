@@ -315,3 +315,22 @@ def test_a_job_of_a_resource_no_longer_configured_stays_readable(
         assert "no longer serves" in resp.get_json()["message"]
         assert "compute_resource" in resp.get_json()["fields"]
     app.extensions["pman"].service.tracker.run_once()  # not followed, no error
+
+
+def test_a_pinned_path_is_in_the_lane_of_its_unprefixed_path() -> None:
+    from pman.api.lanes import Lane, lane_of
+    from pman.api.pinning import split_prefix
+
+    assert split_prefix("/hpc/api/v1/x/logs/") == ("hpc", "/api/v1/x/logs/")
+    assert split_prefix("/api/v1/x/") == (None, "/api/v1/x/")
+    assert split_prefix("/health") == (None, "/health")
+    for method, path in (
+        ("POST", "/api/v1/"),
+        ("DELETE", "/api/v1/j/"),
+        ("POST", "/api/v1/j/cancel/"),
+        ("GET", "/api/v1/j/logs/"),
+        ("GET", "/api/v1/j/"),
+        ("GET", "/api/v1/resources/"),
+    ):
+        assert lane_of(method, "/gpu-a" + path) is lane_of(method, path), path
+    assert lane_of("POST", "/gpu-a/api/v1/") is Lane.ENGINE
