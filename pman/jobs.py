@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from pman.labels import (
@@ -12,6 +13,7 @@ from pman.labels import (
     LABEL_INSTANCE,
     LABEL_JID,
     LABEL_MANAGED,
+    LABEL_RESOURCE,
     LABEL_TYPE,
 )
 from pman.models import INCOMING, OUTGOING, JobRequest, JobSpec, PluginType, Resources
@@ -97,6 +99,14 @@ def build_spec(
         labels=labels,
         callback_url=request.callback_url,
     )
+
+
+def labelled_for(spec: JobSpec, resource: str) -> JobSpec:
+    """``spec`` as it goes to the engine of ``resource``: labelled with it
+    (LABEL_RESOURCE), so that adoption after a restart finds its resource. The
+    registry keeps the request's labels without it: the job's resource is a
+    column of its own there."""
+    return replace(spec, labels={**spec.labels, LABEL_RESOURCE: resource})
 
 
 def spec_from_record(
