@@ -168,9 +168,8 @@ def track(exit_with: int | None = None) -> None:
     import signal
     import threading
 
-    from pman.backends import load_backend
-    from pman.metrics import instrument
     from pman.registry import Registry
+    from pman.resources import build_runtimes
     from pman.settings import load_settings
     from pman.tracker import Tracker
 
@@ -179,13 +178,16 @@ def track(exit_with: int | None = None) -> None:
         settings.core.data_dir.mkdir(parents=True, exist_ok=True)
     registry = Registry.from_url(settings.registry.database_url)
     registry.configure_webhooks(settings.webhooks.url)
-    backend = instrument(load_backend(settings.resource.container_env, settings))
-    tracker = Tracker.from_settings(registry, backend, settings)
+    runtimes = build_runtimes(settings)
+    tracker = Tracker.for_resources(registry, runtimes, settings)
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
     tracker.start()
-    logging.getLogger(__name__).info("tracker running for %s", backend.describe())
+    logging.getLogger(__name__).info(
+        "tracker running for %s",
+        ", ".join(f"{r.name} ({r.backend.describe()})" for r in runtimes),
+    )
     # started by `pman serve`: end with it, even if it is killed without warning
     while not done.wait(1.0):
         if exit_with is not None and os.getppid() != exit_with:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+from collections.abc import Mapping
 
 from flask import Flask
 
@@ -18,11 +19,10 @@ from pman.api.lanes import LaneMiddleware
 from pman.api.rsgi import LanedRSGI
 from pman.backends import load_backend
 from pman.backends.base import Backend
-from pman.metrics import instrument
 from pman.registry import Registry
+from pman.resources import build_runtimes
 from pman.service import JobService
 from pman.settings import Settings, load_settings
-from pman.storage import Storage
 from pman.telemetry import install_record_factory
 from pman.tracker import Tracker
 
@@ -35,6 +35,7 @@ def create_app(
     registry: Registry | None = None,
     *,
     wsgi_lanes: bool = False,
+    backends: Mapping[str, Backend] | None = None,
 ) -> Flask:
     """Build settings, backend, registry and tracker ONCE and register the routes.
 
@@ -42,21 +43,26 @@ def create_app(
     ConfigError (all problems at once) on bad settings. ``wsgi_lanes``: keep
     engine requests and log streams within their bounds under a WSGI server
     (pman.api.lanes.LaneMiddleware); the RSGI and ASGI applications
-    (create_rsgi_app, create_asgi_app) do that themselves.
+    (create_rsgi_app, create_asgi_app) do that themselves. ``backend`` is the
+    first resource's, ``backends`` any resource's by name (tests); the others
+    are built from each resource's settings (pman.resources).
     """
     settings = settings or load_settings()
     install_record_factory()
     # before anything else is built: no credentials, no service
     authenticator = Authenticator.from_settings(settings)
-    # every engine call timed and its failures counted, in this one place
-    backend = instrument(backend or load_backend(settings.resource.container_env, settings))
+    given = dict(backends or {})
+    if backend is not None:
+        given.setdefault(settings.resource.name, backend)
+    # one backend per resource, each engine call timed and its failures counted
+    runtimes = build_runtimes(settings, given, load=load_backend)
     if registry is None:
         if settings.registry.database_url.startswith("sqlite"):
             settings.core.data_dir.mkdir(parents=True, exist_ok=True)
         registry = Registry.from_url(settings.registry.database_url)
     registry.configure_webhooks(settings.webhooks.url)
-    tracker = Tracker.from_settings(registry, backend, settings)
-    service = JobService(settings, backend, Storage(settings), registry, tracker)
+    tracker = Tracker.for_resources(registry, runtimes, settings)
+    service = JobService(settings, runtimes, registry, tracker)
     app = Flask("pman")
     app.config["SECRET_KEY"] = settings.auth.secret_key
     # werkzeug refuses a Content-Length over it before reading, and stops reading
@@ -83,7 +89,13 @@ def create_app(
     if settings.core.tracker_enabled:
         tracker.start()
         atexit.register(tracker.stop)
-    log.info("pman %s serving %s", settings.server_version, backend.describe())
+    for runtime in runtimes:
+        log.info(
+            "pman %s serving %s as resource %s",
+            settings.server_version,
+            runtime.backend.describe(),
+            runtime.name,
+        )
     return app
 
 

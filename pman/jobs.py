@@ -12,6 +12,7 @@ from pman.labels import (
     LABEL_INSTANCE,
     LABEL_JID,
     LABEL_MANAGED,
+    LABEL_RESOURCE,
     LABEL_TYPE,
 )
 from pman.models import INCOMING, OUTGOING, JobRequest, JobSpec, PluginType, Resources
@@ -74,6 +75,7 @@ def build_spec(
         LABEL_TYPE: request.type,
         LABEL_IMAGE: image,
         LABEL_INSTANCE: settings.registry.instance,
+        LABEL_RESOURCE: settings.resource.name,
     }
     return JobSpec(
         name=request.jid,

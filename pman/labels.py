@@ -10,3 +10,6 @@ LABEL_TYPE = "org.chrisproject.pman.type"
 LABEL_IMAGE = "org.chrisproject.pman.image"
 #: which pman made it (PMAN_INSTANCE), when several share an engine
 LABEL_INSTANCE = "org.chrisproject.pman.instance"
+#: the compute resource (PMAN_RESOURCES) the job was given to: adoption after a
+#: restart finds its resource by it
+LABEL_RESOURCE = "org.chrisproject.pman.resource"

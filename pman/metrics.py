@@ -20,7 +20,7 @@ import os
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from prometheus_client import (
@@ -62,20 +62,22 @@ HTTP_DURATION = Histogram(
 )
 ENGINE_DURATION = Histogram(
     "pman_engine_call_duration_seconds",
-    "Time of one call to the engine, by backend and operation, failed calls included",
-    ["backend", "operation"],
+    "Time of one call to the engine, by backend, compute resource and operation, "
+    "failed calls included",
+    ["backend", "operation", "resource"],
     buckets=ENGINE_BUCKETS,
 )
 ENGINE_ERRORS = Counter(
     "pman_engine_errors",
-    "Engine calls that raised, by backend, operation and pman's error class "
-    "(JobNotFound from get is how a tracker learns a job vanished)",
-    ["backend", "operation", "kind"],
+    "Engine calls that raised, by backend, operation, pman's error class and compute "
+    "resource (JobNotFound from get is how a tracker learns a job vanished)",
+    ["backend", "operation", "kind", "resource"],
 )
 TRACKER_CYCLES = Counter(
     "pman_tracker_cycles",
-    "Tracker cycles run by the leading tracker, by result (ok, unavailable, failed)",
-    ["result"],
+    "Tracker cycles run by the leading tracker, by result (ok, unavailable, failed); "
+    'resource: the compute resource whose engine was unavailable, else ""',
+    ["result", "resource"],
 )
 TRACKER_LAST_CYCLE = Gauge(
     "pman_tracker_last_cycle_timestamp_seconds",
@@ -191,15 +193,16 @@ class InstrumentedBackend:
     adapter's own bound method (no engine call; it is on the poll path).
     """
 
-    def __init__(self, inner: Backend) -> None:
+    def __init__(self, inner: Backend, resource: str = "default") -> None:
         self.inner = inner
+        self.resource = resource
         self.check_name = inner.check_name
         for operation in ENGINE_OPERATIONS:
             setattr(self, operation, self._timed(operation))
 
     def _timed(self, operation: str) -> Callable[..., Any]:
-        backend = self.inner.name
-        histogram = ENGINE_DURATION.labels(backend, operation)
+        backend, resource = self.inner.name, self.resource
+        histogram = ENGINE_DURATION.labels(backend, operation, resource)
         inner = self.inner
 
         def timed(*args: Any, **kwargs: Any) -> Any:
@@ -209,7 +212,7 @@ class InstrumentedBackend:
                 return getattr(inner, operation)(*args, **kwargs)
             except BaseException as e:
                 kind = type(e).__name__ if isinstance(e, PmanError) else "unexpected"
-                ENGINE_ERRORS.labels(backend, operation, kind).inc()
+                ENGINE_ERRORS.labels(backend, operation, kind, resource).inc()
                 raise
             finally:
                 histogram.observe(time.perf_counter() - started)
@@ -225,15 +228,17 @@ class InstrumentedBackend:
         return f"InstrumentedBackend({self.inner!r})"
 
 
-def instrument(backend: Backend) -> Backend:
-    """``backend`` with its engine calls measured (once, however often called)."""
+def instrument(backend: Backend, resource: str | None = None) -> Backend:
+    """``backend`` with its engine calls measured (once, however often called),
+    labelled with the compute resource it serves (its ``resource``)."""
     if isinstance(backend, InstrumentedBackend):
         return cast("Backend", backend)
-    return cast("Backend", InstrumentedBackend(backend))
+    name = resource if resource is not None else getattr(backend, "resource", "default")
+    return cast("Backend", InstrumentedBackend(backend, name))
 
 
-def tracker_cycle(result: str) -> None:
-    TRACKER_CYCLES.labels(result).inc()
+def tracker_cycle(result: str, resource: str = "") -> None:
+    TRACKER_CYCLES.labels(result, resource).inc()
     if result == "ok":
         TRACKER_LAST_CYCLE.set(time.time())
 
@@ -270,9 +275,13 @@ def _process_values() -> list[Metric]:
     return list(REGISTRY.collect())
 
 
-def render(registry: Registry, backend: str) -> bytes:
+def render(registry: Registry, resources: Mapping[str, str] | str) -> bytes:
     """The exposition text of a scrape: the processes' values, then what the
-    job registry says now (one query) and the tracker's lag."""
+    job registry says now (one query each) and the tracker's lag.
+    ``resources``: each compute resource's backend (a backend name alone: the
+    one resource ``default``)."""
+    if isinstance(resources, str):
+        resources = {"default": resources}
     REQUESTS.flush()
     families = _process_values()
     last_cycle = max(
@@ -284,21 +293,24 @@ def render(registry: Registry, backend: str) -> bytes:
         ),
         default=None,
     )
-    counts = registry.count_by_state()
+    counts = registry.count_by_resource_and_backend()
     jobs = GaugeMetricFamily(
         "pman_jobs",
-        "Jobs in the registry (not deleted), by backend and state, at scrape time",
-        labels=["backend", "state"],
+        "Jobs in the registry (not deleted), by backend, state and compute resource, "
+        "at scrape time",
+        labels=["backend", "state", "resource"],
     )
-    seen = {backend, *(b for b, _ in counts)}
-    for name in sorted(seen):
+    seen = {*((b, r) for r, b in resources.items()), *((b, r) for r, b, _ in counts)}
+    for backend, resource in sorted(seen):
         for state in JobState:
-            jobs.add_metric([name, state.value], counts.get((name, state.value), 0))
+            n = counts.get((resource, backend, state.value), 0)
+            jobs.add_metric([backend, state.value, resource], n)
     families.append(jobs)
     families.append(
         GaugeMetricFamily(
             "pman_queue_length",
-            "Jobs waiting in pman's own queue (PMAN_MAX_RUNNING): recorded, not on the engine yet",
+            "Jobs waiting in pman's own queue (PMAN_MAX_RUNNING): recorded, not on the engine "
+            'yet, every resource (pman_jobs{state="queued"} has them by resource)',
             value=registry.count_queued(),
         )
     )

@@ -4,13 +4,11 @@ the source of truth for polls, the backend is asked only to act."""
 from __future__ import annotations
 
 import logging
-import threading
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from pman.backends.base import Backend
 from pman.deadlines import Deadline
@@ -22,11 +20,10 @@ from pman.errors import (
     PmanError,
     UnsupportedOption,
 )
-from pman.jobs import build_spec
 from pman.lifecycle import Phase
-from pman.limits import check_request
 from pman.models import JobRequest
 from pman.registry import Delivery, Event, JobRecord, Page, Registry, Withdrawing, now
+from pman.resources import HEALTH_WAIT_S, HealthProbe, ResourceRuntime, Router
 from pman.settings import Settings
 from pman.settings.webhooks import host_allowed
 from pman.storage import Storage
@@ -35,11 +32,7 @@ from pman.tracker import Tracker
 log = logging.getLogger(__name__)
 
 #: names the v1 API uses for its own routes under /api/v1/
-RESERVED_JIDS = frozenset({"jobs", "openapi.json", "auth-token", "docs"})
-
-
-#: the longest a health check waits for the engine before it says it does not answer
-HEALTH_WAIT_S = 5.0
+RESERVED_JIDS = frozenset({"jobs", "openapi.json", "auth-token", "docs", "resources"})
 
 
 @dataclass(frozen=True)
@@ -48,33 +41,42 @@ class Submitted:
     created: bool
 
 
-@dataclass
-class _Probe:
-    """One check of the engine and the registry, which health requests share."""
+@dataclass(frozen=True)
+class Health:
+    """What a health check found: ``problem`` (None: healthy) makes /health a
+    503, which only the registry or every resource being down does; each
+    resource's own problem (None: its engine answers)."""
 
-    started: float = field(default_factory=time.monotonic)
-    done: threading.Event = field(default_factory=threading.Event)
-    problem: str | None = None
+    problem: str | None
+    resources: dict[str, str | None]
 
 
 class JobService:
     def __init__(
         self,
         settings: Settings,
-        backend: Backend,
-        storage: Storage,
+        runtimes: Sequence[ResourceRuntime],
         registry: Registry,
         tracker: Tracker,
     ) -> None:
         self.settings = settings
-        self.backend = backend
-        self.storage = storage
+        self.runtimes = tuple(runtimes)
+        self.by_name = {r.name: r for r in self.runtimes}
+        self.router = Router(self.runtimes, registry)
         self.registry = registry
         self.tracker = tracker
-        self._probe: _Probe | None = None
-        self._probe_lock = threading.Lock()
+        self._registry_probe = HealthProbe(registry.ping, lambda: "the job registry")
 
-    # -- what the API may know of the engine (it never calls the backend itself)
+    # -- the first resource (the only one without PMAN_RESOURCES)
+    @property
+    def backend(self) -> Backend:
+        return self.runtimes[0].backend
+
+    @property
+    def storage(self) -> Storage:
+        return self.runtimes[0].storage
+
+    # -- what the API may know of the engines (it never calls a backend itself)
     @property
     def backend_name(self) -> str:
         return self.backend.name
@@ -82,33 +84,80 @@ class JobService:
     def describe_backend(self) -> str:
         return self.backend.describe()
 
+    def resource_names(self) -> list[str]:
+        return [r.name for r in self.runtimes]
+
+    def resource_backends(self) -> dict[str, str]:
+        """Each resource's backend name, in order (for /metrics)."""
+        return {r.name: r.backend.name for r in self.runtimes}
+
+    def _runtime(self, name: str) -> ResourceRuntime:
+        """The runtime of a configured resource; a job of one that is not (any
+        more) cannot be acted on."""
+        runtime = self.by_name.get(name)
+        if runtime is None:
+            raise UnsupportedOption(
+                f"the job ran on compute resource {name!r}, which this pman no longer "
+                f"serves (PMAN_RESOURCES: {', '.join(self.by_name)}); its record stays "
+                "readable, but nothing can be done with it on an engine",
+                fields={"compute_resource": f"{name!r} is not configured"},
+            )
+        return runtime
+
     def check_name(self, jid: str) -> None:
         """InvalidJobSpec unless ``jid`` may name a job: not a route of the API's
-        own, and a name the engine accepts."""
+        own, and a name some resource's engine accepts."""
         if jid in RESERVED_JIDS:
             raise InvalidJobSpec(
                 f"jid {jid!r} is reserved by the API", fields={"jid": "reserved name"}
             )
-        self.backend.check_name(jid)
+        first: InvalidJobSpec | None = None
+        for runtime in self.runtimes:
+            try:
+                runtime.backend.check_name(jid)
+                return
+            except InvalidJobSpec as e:
+                first = first or e
+        assert first is not None
+        raise first
 
-    def submit(self, request: JobRequest, deadline: Deadline | None = None) -> Submitted:
+    def check_pinned(self, pinned: str | None, record: JobRecord) -> JobRecord:
+        """A job of another resource than the URL's is not found there."""
+        if pinned is not None and record.resource != pinned:
+            raise JobNotFound(f"no job named {record.jid!r} on compute resource {pinned!r}")
+        return record
+
+    def submit(
+        self,
+        request: JobRequest,
+        deadline: Deadline | None = None,
+        pinned: str | None = None,
+        compute_resource: str | None = None,
+    ) -> Submitted:
         """Record, then submit: a crash in between leaves a record the tracker
         resolves, never an engine job without a record.
 
-        With a ``deadline``, a job the engine made after the client was given
-        up on (answered 503) is removed again, so a refused POST never leaves
-        a job behind; so is one whose engine call failed without saying
-        whether the engine acted (a time-out): the tracker withdraws it."""
-        self.check_name(request.jid)
-        image = check_request(request, self.settings.resource.limits)
-        self.check_callback(request.callback_url)
-        spec = build_spec(request, self.settings, self.storage, image=image)
-        # a job the backend can never run is refused before anything is recorded,
+        The resource is the one the request names (``compute_resource``) or
+        the URL pins (``pinned``),
+        else the Router's choice. With a ``deadline``, a job the engine made
+        after the client was given up on (answered 503) is removed again, so a
+        refused POST never leaves a job behind; so is one whose engine call
+        failed without saying whether the engine acted (a time-out): the
+        tracker withdraws it."""
+        if request.jid in RESERVED_JIDS:
+            self.check_name(request.jid)
+        # a job no resource can ever run is refused before anything is recorded,
         # also one that would wait in pman's queue (PMAN_MAX_RUNNING)
-        self.backend.check(spec)
+        runtime, spec = self.router.place(
+            request,
+            compute_resource,
+            pinned,
+            also=lambda: self.check_callback(request.callback_url),
+        )
+        backend, storage = runtime.backend, runtime.storage
         try:
             record = self.registry.create(
-                spec, self.backend.name, max_running=self.settings.resource.jobs.max_running
+                spec, backend.name, max_running=runtime.max_running, resource=runtime.name
             )
         except Withdrawing as e:
             raise BackendUnavailable(
@@ -130,10 +179,10 @@ class JobService:
             return Submitted(record, created=True)
         created = None
         try:
-            created = self.storage.prepare_output(spec.mounts)
-            info = self.backend.submit(spec)
+            created = storage.prepare_output(spec.mounts)
+            info = backend.submit(spec)
         except JobExists as e:
-            self.storage.undo_output(created)
+            storage.undo_output(created)
             if e.existing is not None and e.existing.fingerprint == spec.fingerprint:
                 # ours from before the registry knew it (e.g. a lost database)
                 self.registry.record(record.id, e.existing)
@@ -147,33 +196,35 @@ class JobService:
             # a call that timed out may still be carried out once the engine
             # wakes up: the record keeps the jid until the tracker has removed
             # whatever the engine made of it
-            self.storage.undo_output(created)
+            storage.undo_output(created)
             self.registry.withdraw(record.id, f"withdrawn: {e.message}")
             self.tracker.wake()
             raise
         except BaseException:
             self.registry.forget(record.id)
-            self.storage.undo_output(created)
+            storage.undo_output(created)
             raise
         if deadline is not None and not deadline.commit():
-            self._undo_late_submit(spec.name, record.id, created)
+            self._undo_late_submit(runtime, spec.name, record.id, created)
         self.registry.record(record.id, info)
         self.tracker.wake()
-        log.info("job %s submitted to %s", spec.name, self.backend.describe())
+        log.info("job %s submitted to %s (%s)", spec.name, backend.describe(), runtime.name)
         return Submitted(self.registry.get(record.id), created=True)
 
-    def _undo_late_submit(self, jid: str, job_id: int, created: Path | None) -> NoReturn:
+    def _undo_late_submit(
+        self, runtime: ResourceRuntime, jid: str, job_id: int, created: Path | None
+    ) -> NoReturn:
         """The engine made the job after its client was answered 503: remove it,
         then the output folder made for it (the job may have written there)."""
         timeout = self.settings.core.engine_timeout
         try:
-            self.backend.delete(jid)
+            runtime.backend.delete(jid)
         except PmanError as e:
-            self.storage.undo_output(created)
+            runtime.storage.undo_output(created)
             self.registry.withdraw(job_id, f"withdrawn: answered too late; {e.message}")
             self.tracker.wake()
         else:
-            self.storage.discard_output(created)
+            runtime.storage.discard_output(created)
             self.registry.forget(job_id)
         log.warning("job %s: the engine made it after its POST was answered 503; removed", jid)
         raise BackendUnavailable(
@@ -181,66 +232,84 @@ class JobService:
             "(PMAN_ENGINE_TIMEOUT); nothing was kept: try again"
         )
 
-    def _visible(self, jid: str, with_labels: bool = True) -> JobRecord:
+    def _visible(self, jid: str, with_labels: bool = True, pinned: str | None = None) -> JobRecord:
         """The active job of ``jid``; a withdrawn submission is no job."""
         record = self.registry.active(jid, with_labels=with_labels)
         if record.phase is Phase.WITHDRAWN:
             raise JobNotFound(f"no job named {jid!r} (its submission was refused)")
-        return record
+        return self.check_pinned(pinned, record)
 
-    def status(self, jid: str) -> tuple[JobRecord, str]:
+    def status(self, jid: str, pinned: str | None = None) -> tuple[JobRecord, str]:
         """The job and its latest log lines, from the registry alone: the
         tracker keeps both current, so a poll never waits for the engine."""
-        record = self._visible(jid, with_labels=False)
+        record = self._visible(jid, with_labels=False, pinned=pinned)
         return record, record.logs or ""
 
     def health(self, wait: float | None = None) -> str | None:
-        """None if the engine and the registry answer, else why not.
+        """None if the registry and some resource's engine answer, else why not
+        (see :meth:`health_report`)."""
+        return self.health_report(wait).problem
 
-        One check runs at a time and answers every health request that came
-        while it ran: however many probes arrive, an engine that hangs holds
-        one call, and none of them waits more than ``wait`` seconds
-        (HEALTH_WAIT_S, or PMAN_ENGINE_TIMEOUT if shorter) for it."""
+    def health_report(self, wait: float | None = None) -> Health:
+        """The registry's and each resource's health, each checked by one probe
+        at a time (pman.resources.HealthProbe): however many health requests
+        arrive, an engine that hangs holds one call, and none of them waits
+        more than ``wait`` seconds (HEALTH_WAIT_S, or PMAN_ENGINE_TIMEOUT if
+        shorter). Unhealthy when the registry or every resource is down."""
         wait = min(HEALTH_WAIT_S, self.settings.core.engine_timeout) if wait is None else wait
-        with self._probe_lock:
-            probe = self._probe
-            if probe is None or probe.done.is_set():
-                probe = self._probe = _Probe()
-                threading.Thread(
-                    target=self._check, args=(probe,), name="pman-health", daemon=True
-                ).start()
-        assert probe is not None
-        if not probe.done.wait(wait):
-            return (
-                f"{self.backend.describe()} did not answer a health check within "
-                f"{time.monotonic() - probe.started:.1f} s"
+        resources = {r.name: r.probe.problem(wait) for r in self.runtimes}
+        registry = self._registry_probe.problem(wait)
+        problems = [p for p in resources.values() if p is not None]
+        problem = None
+        if len(problems) == len(resources):
+            if len(resources) == 1:
+                problem = problems[0]
+            else:
+                problem = "no compute resource answers: " + "; ".join(
+                    f"{name}: {p}" for name, p in resources.items()
+                )
+        if problem is None and registry is not None:
+            problem = registry
+        return Health(problem, resources)
+
+    def describe_resources(self, pinned: str | None = None) -> list[dict[str, Any]]:
+        """Each resource (the URL's alone when ``pinned``), for GET /api/v1/resources/."""
+        wait = min(HEALTH_WAIT_S, self.settings.core.engine_timeout)
+        out = []
+        for runtime in self.runtimes:
+            if pinned is not None and runtime.name != pinned:
+                continue
+            running, queued = self.registry.occupancy(runtime.backend.name, runtime.name)
+            problem = runtime.probe.problem(wait)
+            out.append(
+                {
+                    "name": runtime.name,
+                    "backend": runtime.backend.name,
+                    "description": runtime.description,
+                    "capabilities": runtime.backend.capabilities.as_dict(),
+                    "caps": runtime.caps(),
+                    "running": running,
+                    "queued": queued,
+                    "healthy": problem is None,
+                    "problem": problem,
+                }
             )
-        return probe.problem
+        return out
 
-    def _check(self, probe: _Probe) -> None:
-        try:
-            self.backend.ping()
-            self.registry.ping()
-        except PmanError as e:
-            probe.problem = e.message
-        except Exception as e:  # a health check must answer whatever happens
-            log.exception("health check failed")
-            probe.problem = f"health check failed: {e}"
-        probe.done.set()
-
-    def delete(self, jid: str) -> None:
-        record = self._visible(jid)
-        if not self.settings.resource.jobs.remove_jobs:
+    def delete(self, jid: str, pinned: str | None = None) -> None:
+        record = self._visible(jid, pinned=pinned)
+        runtime = self._runtime(record.resource)
+        if not runtime.resource.jobs.remove_jobs:
             log.info("job %s not deleted: REMOVE_JOBS=no", jid)
             return
         if record.phase is Phase.QUEUED and self.registry.dequeue(record.id):
             # it never reached the engine; those behind it move up
             self.registry.refresh_queue_messages(
-                self.backend.name, self.settings.resource.jobs.max_running
+                runtime.backend.name, runtime.max_running, resource=runtime.name
             )
             log.info("job %s deleted from pman's queue", jid)
             return
-        self.backend.delete(jid)
+        runtime.backend.delete(jid)
         self.registry.mark_deleted(record.id)
         log.info("job %s deleted", jid)
 
@@ -259,20 +328,22 @@ class JobService:
                 fields={"callback_url": "host not allowed"},
             )
 
-    def deliveries(self, jid: str) -> tuple[JobRecord, list[Delivery]]:
-        record = self.registry.latest(jid)
+    def deliveries(self, jid: str, pinned: str | None = None) -> tuple[JobRecord, list[Delivery]]:
+        record = self.check_pinned(pinned, self.registry.latest(jid))
         return record, self.registry.deliveries(record.id)
 
-    def cancel(self, jid: str) -> JobRecord:
+    def cancel(self, jid: str, pinned: str | None = None) -> JobRecord:
         """Stop the job on the engine, keep its record and logs: CANCELLED
         ("cancelled") for good. A job that has finished already is left as it
         is (cancelling is idempotent)."""
-        record = self._visible(jid)
+        record = self._visible(jid, pinned=pinned)
         if record.state.finished:
             return record
+        runtime = self._runtime(record.resource)
+        backend = runtime.backend
         asked_at = now()
         try:
-            info = self.backend.get(jid)
+            info = backend.get(jid)
         except JobNotFound:
             info = None
             if record.phase is Phase.ACCEPTED:
@@ -283,24 +354,24 @@ class JobService:
                 ) from None
         if info is not None and info.state.finished:
             # it ended before the cancel: record how, as the tracker would
-            self.registry.record(record.id, info, self._tail(jid))
+            self.registry.record(record.id, info, self._tail(runtime, jid))
             return self.registry.get(record.id)
         logs = None
         if info is not None:
             # read before too: some engines drop the logs with the work (a
             # suspended Kubernetes Job deletes its pods)
-            before = self._tail(jid)
-            self.backend.cancel(jid)
-            logs = self._tail(jid) or before
+            before = self._tail(runtime, jid)
+            backend.cancel(jid)
+            logs = self._tail(runtime, jid) or before
         self.registry.mark_cancelled(record.id, asked_at, logs)
         self.tracker.wake()
         log.info("job %s cancelled", jid)
         return self.registry.get(record.id)
 
-    def _tail(self, jid: str) -> str | None:
+    def _tail(self, runtime: ResourceRuntime, jid: str) -> str | None:
         """The job's last log lines, or None when the engine cannot give them."""
         try:
-            return self.backend.logs(jid, self.settings.resource.jobs.logs_tail)
+            return runtime.backend.logs(jid, runtime.resource.jobs.logs_tail)
         except BackendUnavailable:
             raise
         except PmanError as e:
@@ -308,15 +379,21 @@ class JobService:
             return None
 
     def logs(
-        self, jid: str, tail: int | None, since: datetime | None, follow: bool
+        self,
+        jid: str,
+        tail: int | None,
+        since: datetime | None,
+        follow: bool,
+        pinned: str | None = None,
     ) -> Iterator[bytes]:
         """The job's logs as the engine keeps them, in chunks (see Backend.iter_logs).
         Raises before the first chunk for an unknown job or an unsupported option."""
-        self._visible(jid, with_labels=False)
-        return self.backend.iter_logs(jid, tail=tail, since=since, follow=follow)
+        record = self._visible(jid, with_labels=False, pinned=pinned)
+        backend = self._runtime(record.resource).backend
+        return backend.iter_logs(jid, tail=tail, since=since, follow=follow)
 
-    def events(self, jid: str) -> tuple[JobRecord, list[Event]]:
-        record = self.registry.latest(jid)
+    def events(self, jid: str, pinned: str | None = None) -> tuple[JobRecord, list[Event]]:
+        record = self.check_pinned(pinned, self.registry.latest(jid))
         return record, self.registry.events(record.id)
 
     def list(self, **filters: object) -> Page:

@@ -22,31 +22,41 @@ the number of HTTP workers.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
-import os
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import IO, Any
-
-from sqlalchemy import text
+from typing import TYPE_CHECKING
 
 from pman import metrics
 from pman.backends.base import Backend, ChangeStream
 from pman.errors import BackendUnavailable, JobExists, JobNotFound, PmanError
 from pman.jobs import spec_from_record
-from pman.labels import LABEL_AUID, LABEL_INSTANCE, LABEL_MANAGED
+from pman.labels import LABEL_AUID, LABEL_INSTANCE, LABEL_MANAGED, LABEL_RESOURCE
+from pman.leader import FileLock, LeaderLock, PostgresAdvisoryLock, leader_lock_for
 from pman.lifecycle import Missing, Phase, StartFailed
 from pman.models import JobInfo, JobState
-from pman.registry import JobRecord, Registry
+from pman.registry import DEFAULT_RESOURCE, JobRecord, Registry
 from pman.settings import Settings
 from pman.storage import Storage
 from pman.telemetry import job_context
 from pman.webhooks import Deliverer
+
+if TYPE_CHECKING:
+    from pman.resources import ResourceRuntime
+
+__all__ = [
+    "CycleReport",
+    "FileLock",
+    "Lane",
+    "LeaderLock",
+    "PostgresAdvisoryLock",
+    "Tracker",
+    "leader_lock_for",
+]
 
 log = logging.getLogger(__name__)
 
@@ -63,96 +73,6 @@ WITHDRAW_EVERY_S = 2.0
 WITHDRAW_DELETES = 2
 
 
-class LeaderLock:
-    """Held by at most one tracker of a registry at a time."""
-
-    def try_acquire(self) -> bool:
-        raise NotImplementedError
-
-    def release(self) -> None:
-        raise NotImplementedError
-
-
-class FileLock(LeaderLock):
-    """flock on a file: released by the kernel when the holder dies."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fh: IO[str] | None = None
-
-    def try_acquire(self) -> bool:
-        if self._fh is not None:
-            return True
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "a+")  # noqa: SIM115 - kept open while held
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.close()
-            return False
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"{os.getpid()}\n")
-        fh.flush()
-        self._fh = fh
-        return True
-
-    def release(self) -> None:
-        if self._fh is not None:
-            fcntl.flock(self._fh, fcntl.LOCK_UN)
-            self._fh.close()
-            self._fh = None
-
-
-class PostgresAdvisoryLock(LeaderLock):
-    """pg_try_advisory_lock on a connection of its own: released if it drops."""
-
-    KEY = 0x706D616E  # "pman"
-
-    def __init__(self, registry: Registry) -> None:
-        self.registry = registry
-        self._conn: Any = None
-
-    def try_acquire(self) -> bool:
-        if self._conn is not None:
-            try:
-                self._conn.execute(text("SELECT 1"))
-                return True
-            except Exception:
-                log.warning("lost the tracker's database connection: giving up leadership")
-                self.release()
-        conn = self.registry.engine.connect()
-        got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": self.KEY}).scalar()
-        conn.commit()
-        if got:
-            self._conn = conn
-            return True
-        conn.close()
-        return False
-
-    def release(self) -> None:
-        if self._conn is not None:
-            # a session lock outlives close() on a pooled connection: unlock,
-            # and drop the connection from the pool for good measure
-            with contextlib.suppress(Exception):
-                self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.KEY})
-                self._conn.commit()
-            with contextlib.suppress(Exception):
-                self._conn.invalidate()
-                self._conn.close()
-            self._conn = None
-
-
-def leader_lock_for(registry: Registry) -> LeaderLock:
-    url = registry.engine.url
-    if url.get_backend_name() == "postgresql":
-        return PostgresAdvisoryLock(registry)
-    database = url.database
-    if database and database != ":memory:":
-        return FileLock(Path(database + ".tracker.lock"))
-    return FileLock(Path(f"/tmp/pman-tracker-{os.getpid()}-{id(registry)}.lock"))
-
-
 @dataclass
 class CycleReport:
     """What one tracker cycle did (for logs, tests and the benchmark)."""
@@ -167,6 +87,26 @@ class CycleReport:
     started: int = 0
     #: withdrawn submissions removed from the engine and forgotten
     withdrawn: int = 0
+    #: resources whose engine could not be reached this cycle
+    unavailable: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Lane:
+    """One compute resource as the tracker follows it: its engine, and how
+    its jobs are run and started from its queue."""
+
+    name: str
+    backend: Backend
+    logs_tail: int
+    max_running: int = 0
+    storage: Storage | None = None
+    #: reconcile this resource's engine at the next cycle (after an outage)
+    needs_reconcile: bool = True
+    #: its engine's event stream, while open
+    stream: ChangeStream | None = None
+    watching: bool = False
+    thread: threading.Thread | None = None
 
 
 class Tracker:
@@ -184,9 +124,11 @@ class Tracker:
         instance: str = "",
         max_running: int = 0,
         storage: Storage | None = None,
+        resource: str = DEFAULT_RESOURCE,
     ) -> None:
         self.registry = registry
-        self.backend = backend
+        #: the resources followed, in PMAN_RESOURCES order (add_resource)
+        self.lanes = [Lane(resource, backend, logs_tail, max_running, storage)]
         self.logs_tail = logs_tail
         self.interval = interval
         self.logs_every = logs_every
@@ -195,10 +137,6 @@ class Tracker:
         self.lock = lock or leader_lock_for(registry)
         #: this pman's PMAN_INSTANCE: jobs another pman made are not adopted
         self.instance = instance
-        #: PMAN_MAX_RUNNING: the tracker starts jobs waiting in pman's queue
-        self.max_running = max_running
-        #: to place queued jobs' folders when they start
-        self.storage = storage
         self._wake = threading.Event()
         self._stop = threading.Event()
         #: withdrawn submissions: the engine's answered deletes so far, by record id
@@ -206,16 +144,12 @@ class Tracker:
         self._last_withdraw = 0.0
         self._thread: threading.Thread | None = None
         self._logs_thread: threading.Thread | None = None
-        self._watch_thread: threading.Thread | None = None
-        self._stream: ChangeStream | None = None
-        #: the engine's event stream is open: changes wake the cycle
-        self.watching = False
         #: names of jobs the engine's events were about, since the last cycle
         self._changed: set[str] = set()
         self._changed_lock = threading.Lock()
         self._leading = False
-        #: running jobs (record id -> jid) as of the last cycle
-        self._running: dict[int, str] = {}
+        #: running jobs (record id -> (its lane, jid)) as of the last cycle
+        self._running: dict[int, tuple[Lane, str]] = {}
         #: record id -> (when its logs were last fetched, hash of what they were)
         self._logs_seen: dict[int, tuple[float, int | None]] = {}
         self._needs_reconcile = True
@@ -226,6 +160,7 @@ class Tracker:
 
     @classmethod
     def from_settings(cls, registry: Registry, backend: Backend, settings: Settings) -> Tracker:
+        """The tracker of a pman whose one resource is ``settings.resource``."""
         tracker = cls(
             registry,
             backend,
@@ -235,6 +170,7 @@ class Tracker:
             instance=settings.registry.instance,
             max_running=settings.resource.jobs.max_running,
             storage=Storage(settings),
+            resource=settings.resource.name,
         )
         # one sender per registry: the leader's
         tracker.deliverer = Deliverer.from_settings(
@@ -242,9 +178,70 @@ class Tracker:
         )
         return tracker
 
+    @classmethod
+    def for_resources(
+        cls, registry: Registry, runtimes: Sequence[ResourceRuntime], settings: Settings
+    ) -> Tracker:
+        """The tracker of every resource (pman.resources), in their order."""
+        first, *others = runtimes
+        tracker = cls.from_settings(registry, first.backend, first.settings)
+        tracker.lanes[0].storage = first.storage
+        for runtime in others:
+            tracker.add_resource(
+                runtime.name,
+                runtime.backend,
+                logs_tail=runtime.resource.jobs.logs_tail,
+                max_running=runtime.max_running,
+                storage=runtime.storage,
+            )
+        return tracker
+
+    def add_resource(
+        self,
+        name: str,
+        backend: Backend,
+        *,
+        logs_tail: int,
+        max_running: int = 0,
+        storage: Storage | None = None,
+    ) -> Lane:
+        """Follow one more resource (before ``start``)."""
+        lane = Lane(name, backend, logs_tail, max_running, storage)
+        self.lanes.append(lane)
+        return lane
+
+    @property
+    def backend(self) -> Backend:
+        """The first resource's backend (the only one without PMAN_RESOURCES)."""
+        return self.lanes[0].backend
+
+    @property
+    def max_running(self) -> int:
+        return self.lanes[0].max_running
+
+    @max_running.setter
+    def max_running(self, value: int) -> None:
+        self.lanes[0].max_running = value
+
+    @property
+    def storage(self) -> Storage | None:
+        return self.lanes[0].storage
+
+    @storage.setter
+    def storage(self, value: Storage | None) -> None:
+        self.lanes[0].storage = value
+
+    @property
+    def watching(self) -> bool:
+        """Some engine's event stream is open: its changes wake the cycle."""
+        return any(lane.watching for lane in self.lanes)
+
+    def lane(self, resource: str) -> Lane | None:
+        return next((lane for lane in self.lanes if lane.name == resource), None)
+
     # ---------------------------------------------------------------- thread
     def start(self) -> None:
-        """Start following the engine (again, after ``stop``: reconciling first)."""
+        """Start following the engines (again, after ``stop``: reconciling first)."""
         if self._thread is not None:
             return
         self._stop.clear()
@@ -255,30 +252,38 @@ class Tracker:
             target=self._run_logs, name="pman-tracker-logs", daemon=True
         )
         self._logs_thread.start()
-        self._watch_thread = threading.Thread(
-            target=self._run_watch, name="pman-tracker-events", daemon=True
-        )
-        self._watch_thread.start()
+        for lane in self.lanes:
+            lane.thread = threading.Thread(
+                target=self._run_watch,
+                args=(lane,),
+                name=f"pman-tracker-events-{lane.name}",
+                daemon=True,
+            )
+            lane.thread.start()
         if self.deliverer is not None:
             self.deliverer.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-        stream = self._stream
-        if stream is not None:
-            stream.close()
-        for thread in (self._thread, self._logs_thread, self._watch_thread):
+        for lane in self.lanes:
+            stream = lane.stream
+            if stream is not None:
+                stream.close()
+        threads = [self._thread, self._logs_thread, *(lane.thread for lane in self.lanes)]
+        for thread in threads:
             if thread is not None:
                 thread.join(timeout=10)
-        self._thread = self._logs_thread = self._watch_thread = None
+        self._thread = self._logs_thread = None
+        for lane in self.lanes:
+            lane.thread = None
         if self.deliverer is not None:
             self.deliverer.stop()
         self._leading = False
         self.lock.release()
 
     def request_reconcile(self) -> None:
-        """Reconcile with the engine at the next cycle, and start it now."""
+        """Reconcile with the engines at the next cycle, and start it now."""
         self._needs_reconcile = True
         self._wake.set()
 
@@ -297,43 +302,42 @@ class Tracker:
                     if report.updated and self.deliverer is not None:
                         self.deliverer.wake()  # new transitions: their deliveries are due
             except BackendUnavailable as e:
-                if not self._needs_reconcile:
-                    log.warning("tracker: engine unavailable (%s); will reconcile when back", e)
-                self._needs_reconcile = True
+                # (one resource alone: run_once raised it; its lane reconciles when back)
+                log.warning("tracker: engine unavailable (%s); will reconcile when back", e)
             except Exception:
                 log.exception("tracker cycle failed")
-            # With the engine's events, a change wakes us; poll only as a safety
+            # With the engines' events, a change wakes us; poll only as a safety
             # net. Without: unfinished jobs are polled every `interval`; with none,
             # look at the registry every idle interval (a submit made by another
             # process cannot wake us) or when a submit here wakes us.
-            if self.watching:
+            if all(lane.watching for lane in self.lanes):
                 pause = WATCHED_POLL_S
             else:
                 pause = self.interval if busy else self.idle_interval
             self._wake.wait(pause)
             self._wake.clear()
 
-    def _run_watch(self) -> None:
-        """Follow the engine's event stream while leading; each event wakes the cycle."""
+    def _run_watch(self, lane: Lane) -> None:
+        """Follow a resource's event stream while leading; each event wakes the cycle."""
         while not self._stop.is_set():
             if not self._leading:
                 self._stop.wait(0.5)
                 continue
             try:
-                stream = self.backend.watch()
+                stream = lane.backend.watch()
             except BackendUnavailable:
                 self._stop.wait(1.0)
                 continue
             if stream is None:
                 return  # the engine has no events: the cycle polls
-            self._stream = stream
-            self.watching = True
+            lane.stream = stream
+            lane.watching = True
             self._wake.set()  # whatever changed before the stream opened
             if self._stop.is_set():
                 stream.close()  # stop() ran before the stream was known to it
             try:
                 for name in stream:
-                    log.debug("tracker: engine event about %r", name)
+                    log.debug("tracker: %s engine event about %r", lane.name, name)
                     if name:
                         with self._changed_lock:
                             self._changed.add(name)
@@ -341,22 +345,29 @@ class Tracker:
                     if self._stop.is_set() or not self._leading:
                         break
             except Exception:
-                log.exception("tracker: the engine's event stream failed")
+                log.exception("tracker: the %s engine's event stream failed", lane.name)
             finally:
-                self.watching = False
-                self._stream = None
+                lane.watching = False
+                lane.stream = None
                 stream.close()
             if not self._stop.is_set():
-                log.info("tracker: the engine's event stream ended; polling until it is back")
+                log.info(
+                    "tracker: the %s engine's event stream ended; polling until it is back",
+                    lane.name,
+                )
             self._stop.wait(1.0)
 
     # ---------------------------------------------------------------- cycle
     def run_once(self) -> CycleReport:
-        """One cycle; reconciles first when due. Raises BackendUnavailable."""
+        """One cycle over every resource; each reconciles first when due.
+
+        A resource whose engine cannot be reached is left for the next cycle
+        (and reconciled when back) while the others go on; with one resource,
+        its BackendUnavailable is raised."""
         try:
             report = self._cycle()
         except BackendUnavailable:
-            metrics.tracker_cycle("unavailable")
+            metrics.tracker_cycle("unavailable", self.lanes[0].name)
             raise
         except Exception:
             metrics.tracker_cycle("failed")
@@ -368,32 +379,38 @@ class Tracker:
         report = CycleReport()
         started = time.monotonic()
         due = started - self._last_reconcile > self.reconcile_every
-        if self._needs_reconcile or due:
-            self._reconcile(report)
-            self._needs_reconcile = False
-            self._last_reconcile = time.monotonic()
+        reconcile_all = self._needs_reconcile or due
         with self._changed_lock:
             told, self._changed = self._changed, set()
         records = self.registry.unfinished()
         report.watched = len(records)
-        running: dict[int, str] = {}
-        if records:
-            live = {info.name: info for info in self.backend.list_active()}
-            report.engine_calls += 1
-            for record in records:
-                if record.phase in (Phase.QUEUED, Phase.WITHDRAWN):
-                    continue  # not on the engine yet; or no job any more
-                info = live.get(record.jid)
-                with job_context(record.jid):
-                    self._follow(record, info, report, told=record.jid in told)
-                if info is not None and info.state is JobState.RUNNING:
-                    running[record.id] = record.jid
+        by_resource: dict[str, list[JobRecord]] = {}
+        for record in records:
+            by_resource.setdefault(record.resource, []).append(record)
+        running: dict[int, tuple[Lane, str]] = {}
+        first_outage: BackendUnavailable | None = None
+        for lane in self.lanes:
+            try:
+                if reconcile_all or lane.needs_reconcile:
+                    self._reconcile(lane, report)
+                    lane.needs_reconcile = False
+                self._cycle_lane(lane, by_resource.get(lane.name, []), told, running, report)
+            except BackendUnavailable as e:
+                if not lane.needs_reconcile:
+                    log.warning(
+                        "tracker: resource %s: engine unavailable (%s); will reconcile when back",
+                        lane.name,
+                        e,
+                    )
+                lane.needs_reconcile = True
+                report.unavailable.append(lane.name)
+                first_outage = first_outage or e
+                if len(self.lanes) > 1:
+                    metrics.tracker_cycle("unavailable", lane.name)
+        if reconcile_all:
+            self._needs_reconcile = False
+            self._last_reconcile = time.monotonic()
         self._running = running
-        withdrawn = [r for r in records if r.phase is Phase.WITHDRAWN]
-        if withdrawn and time.monotonic() - self._last_withdraw >= WITHDRAW_EVERY_S:
-            self._withdraw(withdrawn, report)
-        if any(r.phase is Phase.QUEUED for r in records):
-            self._start_queued(report)
         self.last_report = report
         log.debug(
             "tracker cycle: %d watched, %d updated, %d engine calls, %.3f s",
@@ -402,34 +419,63 @@ class Tracker:
             report.engine_calls,
             time.monotonic() - started,
         )
+        if first_outage is not None and len(self.lanes) == 1:
+            raise first_outage
         return report
 
-    def _withdraw(self, records: list[JobRecord], report: CycleReport) -> None:
+    def _cycle_lane(
+        self,
+        lane: Lane,
+        records: list[JobRecord],
+        told: set[str],
+        running: dict[int, tuple[Lane, str]],
+        report: CycleReport,
+    ) -> None:
+        """One resource's part of a cycle: ONE list of its engine for its jobs."""
+        if not records:
+            return
+        live = {info.name: info for info in lane.backend.list_active()}
+        report.engine_calls += 1
+        for record in records:
+            if record.phase in (Phase.QUEUED, Phase.WITHDRAWN):
+                continue  # not on the engine yet; or no job any more
+            info = live.get(record.jid)
+            with job_context(record.jid):
+                self._follow(lane, record, info, report, told=record.jid in told)
+            if info is not None and info.state is JobState.RUNNING:
+                running[record.id] = (lane, record.jid)
+        withdrawn = [r for r in records if r.phase is Phase.WITHDRAWN]
+        if withdrawn and time.monotonic() - self._last_withdraw >= WITHDRAW_EVERY_S:
+            self._withdraw(lane, withdrawn, report)
+        if any(r.phase is Phase.QUEUED for r in records):
+            self._start_queued(lane, report)
+
+    def _withdraw(self, lane: Lane, records: list[JobRecord], report: CycleReport) -> None:
         """Remove from the engine what it made of submissions answered 503, then
         forget them (raises BackendUnavailable while the engine does not answer)."""
         self._last_withdraw = time.monotonic()
         for record in records:
             with contextlib.suppress(JobNotFound):
-                self.backend.delete(record.jid)
+                lane.backend.delete(record.jid)
             report.engine_calls += 1
             done = self._withdraw_deletes.get(record.id, 0) + 1
             if done < WITHDRAW_DELETES:
                 self._withdraw_deletes[record.id] = done
                 continue
             self._withdraw_deletes.pop(record.id, None)
-            self._remove_empty_output(record)
+            self._remove_empty_output(lane, record)
             self.registry.forget(record.id)
             report.withdrawn += 1
             log.info("tracker: withdrew %s (%s)", record.jid, record.message)
 
-    def _remove_empty_output(self, record: JobRecord) -> None:
+    def _remove_empty_output(self, lane: Lane, record: JobRecord) -> None:
         """An engine that created a withdrawn job late may have made its output
         folder (Docker makes a missing bind source): remove it if empty."""
-        if self.storage is None:
+        if lane.storage is None:
             return
         try:
             data, _, _ = self.registry.queued_spec(record.id)
-            output = self.storage.resolve(
+            output = lane.storage.resolve(
                 data["mounts"]["input_dir"], data["mounts"]["output_dir"]
             ).output_host
         except (PmanError, KeyError, TypeError):
@@ -439,7 +485,12 @@ class Tracker:
                 output.rmdir()  # only if empty: never a folder with data in it
 
     def _follow(
-        self, record: JobRecord, live: JobInfo | None, report: CycleReport, told: bool = False
+        self,
+        lane: Lane,
+        record: JobRecord,
+        live: JobInfo | None,
+        report: CycleReport,
+        told: bool = False,
     ) -> None:
         # an engine event about the job (``told``) means ask it: its list may
         # not show the change yet (Docker updates the list after the event)
@@ -449,7 +500,7 @@ class Tracker:
         if live is None and record.phase is Phase.ACCEPTED and young:
             return  # its POST has not reached the engine yet
         try:
-            info = self.backend.get(record.jid)
+            info = lane.backend.get(record.jid)
             report.engine_calls += 1
         except JobNotFound:
             if young:
@@ -460,7 +511,7 @@ class Tracker:
             return
         logs = None
         if info.state.finished:
-            logs = self._final_logs(record.jid)
+            logs = self._final_logs(lane, record.jid)
             report.engine_calls += 1
         changed = self.registry.record(record.id, info, logs)
         if changed and info.state.finished and info.finished_at is not None:
@@ -472,23 +523,24 @@ class Tracker:
             report.updated += 1
 
     # ---------------------------------------------------------------- queue
-    def _start_queued(self, report: CycleReport) -> None:
-        """Start waiting jobs, oldest first, while fewer than ``max_running`` are
-        on the engine (counted in the registry: after this cycle's updates).
-        Without a limit (PMAN_MAX_RUNNING lowered to 0 over a restart) every
-        waiting job starts."""
-        limit = self.max_running if self.max_running > 0 else sys.maxsize
+    def _start_queued(self, lane: Lane, report: CycleReport) -> None:
+        """Start a resource's waiting jobs, oldest first, while fewer than its
+        ``max_running`` are on its engine (counted in the registry: after this
+        cycle's updates). Without a limit (PMAN_MAX_RUNNING lowered to 0 over a
+        restart) every waiting job starts."""
+        limit = lane.max_running if lane.max_running > 0 else sys.maxsize
+        name = lane.backend.name
         while not self._stop.is_set():
-            record = self.registry.claim_next(self.backend.name, limit)
+            record = self.registry.claim_next(name, limit, resource=lane.name)
             if record is None:
                 break
-            self._submit_claimed(record)  # raises BackendUnavailable, job back in its place
+            self._submit_claimed(lane, record)  # raises BackendUnavailable, job back in place
             report.started += 1
             report.engine_calls += 1
-        if self.max_running > 0:
-            self.registry.refresh_queue_messages(self.backend.name, self.max_running)
+        if lane.max_running > 0:
+            self.registry.refresh_queue_messages(name, lane.max_running, resource=lane.name)
 
-    def _submit_claimed(self, record: JobRecord) -> None:
+    def _submit_claimed(self, lane: Lane, record: JobRecord) -> None:
         """Submit a job taken from the queue. An engine that cannot be reached
         puts it back in its place; any other failure ends the job with the
         engine's message (never dropped, never retried for ever)."""
@@ -500,11 +552,11 @@ class Tracker:
 
         try:
             data, labels, fingerprint = self.registry.queued_spec(record.id)
-            if self.storage is None:
+            if lane.storage is None:
                 raise PmanError("this tracker was built without the storage to place it")
-            spec = spec_from_record(data, labels, fingerprint, self.storage)
-            self.storage.prepare_output(spec.mounts)
-            info = self.backend.submit(spec)
+            spec = spec_from_record(data, labels, fingerprint, lane.storage)
+            lane.storage.prepare_output(spec.mounts)
+            info = lane.backend.submit(spec)
         except BackendUnavailable as e:
             self.registry.unclaim(record.id, f"waiting for the engine ({e.message})")
             raise
@@ -524,8 +576,8 @@ class Tracker:
         self.registry.record(record.id, info)
         if not self.registry.get(record.id).active:
             # deleted while it was being submitted: it must not run unrecorded
-            self.backend.delete(jid)
-        log.info("tracker: started queued job %s", jid)
+            lane.backend.delete(jid)
+        log.info("tracker: started queued job %s on %s", jid, lane.name)
 
     # ---------------------------------------------------------------- logs
     def _run_logs(self) -> None:
@@ -542,7 +594,8 @@ class Tracker:
     def refresh_logs(self) -> int:
         """Fetch the logs of running jobs whose copy is older than ``logs_every``,
         oldest first, pacing engine calls to ``LOGS_CALLS_PER_S``; store those
-        that changed. Returns the number of engine calls made."""
+        that changed. Returns the number of engine calls made. A resource whose
+        engine does not answer is skipped until the next round."""
         running = dict(self._running)
         for job_id in set(self._logs_seen) - set(running):
             del self._logs_seen[job_id]
@@ -554,14 +607,21 @@ class Tracker:
             if now - self._logs_seen.get(job_id, never)[0] >= self.logs_every
         )
         calls = 0
+        down: set[str] = set()
         for _, job_id in due:
             if self._stop.is_set():
                 break
+            lane, jid = running[job_id]
+            if lane.name in down:
+                continue
             started = time.monotonic()
             try:
-                logs = self.backend.logs(running[job_id], self.logs_tail)
+                logs = lane.backend.logs(jid, lane.logs_tail)
             except BackendUnavailable:
-                raise
+                if len(self.lanes) == 1:
+                    raise
+                down.add(lane.name)
+                continue
             except PmanError:
                 logs = None  # gone meanwhile: the state cycle will say so
             calls += 1
@@ -572,18 +632,22 @@ class Tracker:
             self._stop.wait(max(0.0, 1.0 / LOGS_CALLS_PER_S - (time.monotonic() - started)))
         return calls
 
-    def _final_logs(self, jid: str) -> str:
+    def _final_logs(self, lane: Lane, jid: str) -> str:
         try:
-            return self.backend.logs(jid, self.logs_tail)
+            return lane.backend.logs(jid, lane.logs_tail)
         except PmanError as e:
             if isinstance(e, BackendUnavailable):
                 raise
             return ""
 
-    def _reconcile(self, report: CycleReport) -> None:
-        """Adopt pman-labelled jobs the registry does not know."""
+    def _reconcile(self, lane: Lane, report: CycleReport) -> None:
+        """Adopt pman-labelled jobs of this resource that the registry does not know.
+
+        A job labelled with another resource is that one's (two resources may
+        share an engine); a job without the label (made before pman had
+        resources) is the resource's whose engine lists it."""
         report.reconciled = True
-        infos = self.backend.list()
+        infos = lane.backend.list()
         report.engine_calls += 1
         known = self.registry.active_jids()
         for info in infos:
@@ -591,17 +655,31 @@ class Tracker:
                 continue
             if info.labels.get(LABEL_INSTANCE, "") not in ("", self.instance):
                 continue  # another pman's job on a shared engine: its own tracker follows it
+            if info.labels.get(LABEL_RESOURCE, lane.name) != lane.name:
+                continue  # another resource's job on a shared engine
             try:
-                full = self.backend.get(info.name)
+                full = lane.backend.get(info.name)
                 report.engine_calls += 1
             except JobNotFound:
                 continue
             logs = None
             if full.state.finished:
-                logs = self._final_logs(info.name)
+                logs = self._final_logs(lane, info.name)
                 report.engine_calls += 1
-            self.registry.adopt(
-                full, self.backend.name, info.labels.get(LABEL_AUID, ""), info.labels, logs
+            try:
+                self.registry.adopt(
+                    full,
+                    lane.backend.name,
+                    info.labels.get(LABEL_AUID, ""),
+                    info.labels,
+                    logs,
+                    resource=lane.name,
+                )
+            except JobExists:
+                continue  # another resource on the same engine adopted it first
+            log.warning(
+                "tracker: adopted %s on %s, found on the engine without a record",
+                info.name,
+                lane.name,
             )
-            log.warning("tracker: adopted %s, found on the engine without a record", info.name)
             report.adopted += 1

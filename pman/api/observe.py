@@ -167,5 +167,5 @@ def install(app: Flask) -> None:
 def prometheus_metrics() -> Response:
     """Prometheus' text format; needs credentials like every other endpoint."""
     rt = runtime()
-    body = metrics.render(rt.service.registry, rt.service.backend_name)
+    body = metrics.render(rt.service.registry, rt.service.resource_backends())
     return Response(body, status=200, content_type=metrics.CONTENT_TYPE)

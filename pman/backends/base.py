@@ -32,6 +32,33 @@ class Outcome:
         check_reason(self.reason, "Outcome")
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What jobs a backend can run as configured, declared without an engine
+    call (for routing jobs between resources and for GET /api/v1/resources/);
+    ``check`` refuses what these say it cannot."""
+
+    #: it can give jobs GPUs (gpu_limit > 0)
+    gpus: bool
+    #: the most workers (number_of_workers) a job may have; None: any number
+    max_workers: int | None
+    #: several workers run as one engine job (an array, an indexed Job, replicas)
+    array_workers: bool
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "gpus": self.gpus,
+            "max_workers": self.max_workers,
+            "array_workers": self.array_workers,
+        }
+
+
+#: one container or process per job, no GPUs
+SINGLE = Capabilities(gpus=False, max_workers=1, array_workers=False)
+#: GPUs and any number of workers
+ANY = Capabilities(gpus=True, max_workers=None, array_workers=True)
+
+
 class ChangeStream(Protocol):
     """The engine's own notifications that some of pman's jobs changed.
 
@@ -58,10 +85,19 @@ class Backend(ABC):
         "1 to 128 characters: letters, digits, '_', '.', '-', starting with a letter or digit"
     )
 
+    #: the compute resource this instance serves (pman.settings.Resource.name);
+    #: set by whoever builds it for a resource (pman.resources)
+    resource: str = "default"
+
     @classmethod
     @abstractmethod
     def from_settings(cls, settings: Settings) -> Backend:
         """Build the backend. Must not make network calls."""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this backend can run, as configured (see :class:`Capabilities`)."""
+        return ANY
 
     def check_name(self, name: str) -> None:
         """Raise InvalidJobSpec (field ``jid``) if the engine cannot use ``name``."""

@@ -29,6 +29,7 @@ from pman.registry import migrate
 from pman.registry.outbox import Delivery
 from pman.registry.queue import CapacityQueue, take_turn
 from pman.registry.records import (
+    DEFAULT_RESOURCE,
     Event,
     JobRecord,
     Page,
@@ -54,6 +55,7 @@ from pman.registry.writes import spec_json
 __all__ = [
     "ACTIVE_BY_JID",
     "CANCELLED_REASON",
+    "DEFAULT_RESOURCE",
     "QUEUE_REASON",
     "UNFINISHED",
     "WITHDRAW_REASON",
@@ -126,13 +128,21 @@ class Registry(CapacityQueue):
         self.engine.dispose()
 
     @db
-    def create(self, spec: JobSpec, backend: str, max_running: int = 0) -> JobRecord:
+    def create(
+        self,
+        spec: JobSpec,
+        backend: str,
+        max_running: int = 0,
+        *,
+        resource: str = DEFAULT_RESOURCE,
+    ) -> JobRecord:
         """Record a job about to be submitted; JobExists if its jid has an active job
         (Withdrawing if that job is a withdrawn submission).
 
         With ``max_running`` > 0, the job is submitted only if fewer jobs of
-        ``backend`` are on the engine and none waits in pman's queue; otherwise it
-        is recorded as waiting (Phase.QUEUED) and the tracker starts it later.
+        ``backend`` on ``resource`` are on the engine and none waits in that
+        resource's queue; otherwise it is recorded as waiting (Phase.QUEUED)
+        and the tracker starts it later.
         """
         values = {
             "jid": spec.name,
@@ -143,13 +153,14 @@ class Registry(CapacityQueue):
             "spec": spec_json(spec),
             "fingerprint": spec.fingerprint,
             "callback_url": spec.callback_url,
+            "resource": resource,
         }
         try:
             with self.engine.begin() as conn:
                 waiting = None
                 if max_running > 0:
                     take_turn(conn)
-                    waiting = self._admit(conn, backend, max_running)
+                    waiting = self._admit(conn, backend, max_running, resource)
                 values.update(admission(waiting, max_running))
                 job_id = self._insert_in(conn, values, spec.labels, "submitted")
             return self.get(job_id)

@@ -41,7 +41,7 @@ VERSION_TABLE = "pman_alembic_version"
 #: the revision of pman 4.0.0's schema
 BASELINE = "0001"
 #: the newest revision (a test checks it is the migrations' head)
-HEAD = "0002"
+HEAD = "0003"
 MIGRATIONS = Path(__file__).with_name("migrations")
 #: PostgreSQL advisory lock key of the migration ("pmanmig"); the tracker's
 #: leader lock is another

@@ -17,7 +17,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from pman.errors import JobNotFound
 from pman.lifecycle import Claimed, Dequeued, Phase, Report, Unclaimed, queue_message
 from pman.models import JobState
-from pman.registry.records import JobRecord, db, labels_of
+from pman.registry.records import DEFAULT_RESOURCE, JobRecord, db, labels_of
 from pman.registry.schema import UNFINISHED, gate, jobs
 from pman.registry.writes import RecordWrites
 
@@ -41,13 +41,14 @@ def take_turn(conn: Any) -> None:
         conn.execute(turn)
 
 
-def count(conn: Any, backend: str, *, queued: bool) -> int:
-    """Jobs of ``backend`` waiting in pman's queue (``queued``), or else the
-    unfinished ones pman has given (or is giving) to the engine."""
+def count(conn: Any, backend: str, *, queued: bool, resource: str = DEFAULT_RESOURCE) -> int:
+    """Jobs of ``backend`` on ``resource`` waiting in its queue (``queued``), or
+    else the unfinished ones pman has given (or is giving) to its engine."""
     waiting = jobs.c.phase == Phase.QUEUED.value
     query = select(func.count()).where(
         and_(
             jobs.c.active,
+            jobs.c.resource == resource,
             jobs.c.backend == backend,
             jobs.c.state.in_(UNFINISHED),
             waiting if queued else ~waiting,
@@ -56,7 +57,7 @@ def count(conn: Any, backend: str, *, queued: bool) -> int:
     return int(conn.execute(query).scalar_one())
 
 
-def _waiting(backend: str | None = None) -> Any:
+def _waiting(backend: str | None = None, resource: str | None = None) -> Any:
     conditions = [
         jobs.c.active,
         jobs.c.state == JobState.QUEUED.value,
@@ -64,6 +65,8 @@ def _waiting(backend: str | None = None) -> Any:
     ]
     if backend is not None:
         conditions.append(jobs.c.backend == backend)
+    if resource is not None:
+        conditions.append(jobs.c.resource == resource)
     return and_(*conditions)
 
 
@@ -71,11 +74,13 @@ class CapacityQueue(RecordWrites):
     """The queue's decisions: admit, claim, put back, dequeue."""
 
     @staticmethod
-    def _admit(conn: Any, backend: str, max_running: int) -> int | None:
+    def _admit(
+        conn: Any, backend: str, max_running: int, resource: str = DEFAULT_RESOURCE
+    ) -> int | None:
         """In a transaction that took its turn: None if a new job of ``backend``
-        may go to the engine now, else how many jobs wait ahead of it."""
-        waiting = count(conn, backend, queued=True)
-        if waiting or count(conn, backend, queued=False) >= max_running:
+        on ``resource`` may go to the engine now, else how many jobs wait ahead of it."""
+        waiting = count(conn, backend, queued=True, resource=resource)
+        if waiting or count(conn, backend, queued=False, resource=resource) >= max_running:
             return waiting
         return None
 
@@ -90,15 +95,17 @@ class CapacityQueue(RecordWrites):
         return decision is not None and not decision.ignored
 
     @db
-    def claim_next(self, backend: str, max_running: int) -> JobRecord | None:
-        """The oldest job waiting in pman's queue, taken out of it to be submitted
-        now, if fewer than ``max_running`` jobs are on the engine; else None."""
+    def claim_next(
+        self, backend: str, max_running: int, *, resource: str = DEFAULT_RESOURCE
+    ) -> JobRecord | None:
+        """The oldest job waiting in ``resource``'s queue, taken out of it to be
+        submitted now, if fewer than ``max_running`` jobs are on its engine; else None."""
         with self.engine.begin() as conn:
             take_turn(conn)
-            if count(conn, backend, queued=False) >= max_running:
+            if count(conn, backend, queued=False, resource=resource) >= max_running:
                 return None
             job_id = conn.execute(
-                select(jobs.c.id).where(_waiting(backend)).order_by(jobs.c.id).limit(1)
+                select(jobs.c.id).where(_waiting(backend, resource)).order_by(jobs.c.id).limit(1)
             ).scalar()
             if job_id is None:
                 return None
@@ -120,11 +127,16 @@ class CapacityQueue(RecordWrites):
         return self._apply_gated(job_id, Dequeued())
 
     @db
-    def refresh_queue_messages(self, backend: str, max_running: int) -> int:
-        """Say again how many jobs are ahead of each waiting job; returns how many waited."""
+    def refresh_queue_messages(
+        self, backend: str, max_running: int, *, resource: str = DEFAULT_RESOURCE
+    ) -> int:
+        """Say again how many jobs are ahead of each waiting job of ``resource``;
+        returns how many waited."""
         with self.engine.begin() as conn:
             rows = conn.execute(
-                select(jobs.c.id, jobs.c.message).where(_waiting(backend)).order_by(jobs.c.id)
+                select(jobs.c.id, jobs.c.message)
+                .where(_waiting(backend, resource))
+                .order_by(jobs.c.id)
             ).all()
             for ahead, row in enumerate(rows):
                 message = queue_message(ahead, max_running)
@@ -141,6 +153,24 @@ class CapacityQueue(RecordWrites):
         """Jobs waiting in pman's queue, every backend (for /metrics)."""
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).where(_waiting())).scalar_one())
+
+    @db
+    def occupancy(self, backend: str, resource: str = DEFAULT_RESOURCE) -> tuple[int, int]:
+        """(jobs on ``resource``'s engine or being given to it, jobs waiting in its queue)."""
+        with self.engine.connect() as conn:
+            return (
+                count(conn, backend, queued=False, resource=resource),
+                count(conn, backend, queued=True, resource=resource),
+            )
+
+    @db
+    def count_queued_by_resource(self) -> dict[str, int]:
+        """Jobs waiting in pman's queue, by resource (for /metrics and the resources list)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(jobs.c.resource, func.count()).where(_waiting()).group_by(jobs.c.resource)
+            )
+            return {r[0]: r[1] for r in rows}
 
     @db
     def queued_spec(self, job_id: int) -> tuple[dict[str, Any], dict[str, str], str]:

@@ -24,6 +24,10 @@ from pman.models import JobInfo, JobState
 from pman.registry.schema import ACTIVE_BY_JID, RECORD, UNFINISHED, job_events, job_labels, jobs
 
 P = ParamSpec("P")
+
+#: the resource of records made before there were several (migration 0003),
+#: and of a pman without PMAN_RESOURCES (pman.settings.DEFAULT_RESOURCE)
+DEFAULT_RESOURCE = "default"
 R = TypeVar("R")
 
 
@@ -66,6 +70,8 @@ class JobRecord:
     labels: dict[str, str] = field(default_factory=dict)
     callback_url: str | None = None
     phase: Phase = Phase.ON_ENGINE
+    #: the compute resource the job was given to (PMAN_RESOURCES)
+    resource: str = DEFAULT_RESOURCE
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any], labels: dict[str, str] | None = None) -> JobRecord:
@@ -92,6 +98,7 @@ class JobRecord:
             labels=labels or {},
             callback_url=row.get("callback_url"),
             phase=Phase(row["phase"]),
+            resource=row.get("resource") or DEFAULT_RESOURCE,
         )
 
     def info(self) -> JobInfo:
@@ -322,6 +329,28 @@ class RecordReads(RegistryBase):
             return {(r[0], r[1]): r[2] for r in rows}
 
     @db
+    def count_by_resource_and_backend(self) -> dict[tuple[str, str, str], int]:
+        """(resource, backend, state) -> number of jobs not deleted, in one query."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(jobs.c.resource, jobs.c.backend, jobs.c.state, func.count())
+                .where(jobs.c.active)
+                .group_by(jobs.c.resource, jobs.c.backend, jobs.c.state)
+            )
+            return {(r[0], r[1], r[2]): r[3] for r in rows}
+
+    @db
+    def count_by_resource(self) -> dict[tuple[str, str], int]:
+        """(resource, state) -> number of jobs not deleted, in one query (for /metrics)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(jobs.c.resource, jobs.c.state, func.count())
+                .where(jobs.c.active)
+                .group_by(jobs.c.resource, jobs.c.state)
+            )
+            return {(r[0], r[1]): r[2] for r in rows}
+
+    @db
     def active_jids(self) -> set[str]:
         with self.engine.connect() as conn:
             return set(conn.execute(select(jobs.c.jid).where(jobs.c.active)).scalars())
@@ -346,6 +375,7 @@ class RecordReads(RegistryBase):
         include_deleted: bool = False,
         cursor: str | None = None,
         limit: int = 50,
+        resources: Sequence[str] | None = None,
     ) -> Page:
         """Jobs newest first, filtered, one page at a time (keyset paging on id)."""
         query = select(*RECORD)
@@ -357,6 +387,8 @@ class RecordReads(RegistryBase):
             conditions.append(jobs.c.state.in_([s.value for s in states]))
         if auid is not None:
             conditions.append(jobs.c.auid == auid)
+        if resources is not None:
+            conditions.append(jobs.c.resource.in_(list(resources)))
         for key, value in (labels or {}).items():
             pair = select(job_labels.c.job_id).where(
                 and_(job_labels.c.key == key, job_labels.c.value == value)

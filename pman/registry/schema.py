@@ -68,6 +68,8 @@ jobs = Table(
     Column("callback_url", Text),
     #: pman.lifecycle.Phase: where pman has got with the job (migration 0002)
     Column("phase", String(16), nullable=False, server_default=Phase.ON_ENGINE.value),
+    #: the compute resource the job was given to (PMAN_RESOURCES; migration 0003)
+    Column("resource", String(63), nullable=False, server_default="default"),
 )
 Index(
     "jobs_one_active_jid",
@@ -82,6 +84,7 @@ Index("jobs_by_jid", jobs.c.jid, jobs.c.active)
 Index("jobs_unfinished", jobs.c.active, jobs.c.state)
 Index("jobs_by_state", jobs.c.state, jobs.c.id)
 Index("jobs_by_auid", jobs.c.auid, jobs.c.id)
+Index("jobs_by_resource", jobs.c.resource, jobs.c.id)
 
 job_labels = Table(
     "job_labels",

@@ -16,8 +16,9 @@ from enum import Enum
 from typing import Any
 
 from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
-from pman.errors import JobNotFound
+from pman.errors import JobExists, JobNotFound
 from pman.lifecycle import (
     Decision,
     Deleted,
@@ -32,6 +33,7 @@ from pman.lifecycle import (
 from pman.models import JobInfo, JobSpec, JobState
 from pman.registry.outbox import Outbox
 from pman.registry.records import (
+    DEFAULT_RESOURCE,
     JobRecord,
     RecordReads,
     RegistryUnavailable,
@@ -160,6 +162,8 @@ class RecordWrites(RecordReads, Outbox):
         auid: str,
         labels: dict[str, str],
         logs: str | None = None,
+        *,
+        resource: str = DEFAULT_RESOURCE,
     ) -> JobRecord:
         """Record a job found on the engine that the registry did not know
         (with its final logs when it has finished, in the same transaction)."""
@@ -180,11 +184,15 @@ class RecordWrites(RecordReads, Outbox):
             "started_at": info.started_at,
             "finished_at": info.finished_at,
             "logs": logs,
+            "resource": resource,
         }
-        with self.engine.begin() as conn:
-            job_id = self._insert_in(
-                conn, values, labels, "adopted: found on the engine without a record"
-            )
+        try:
+            with self.engine.begin() as conn:
+                job_id = self._insert_in(
+                    conn, values, labels, "adopted: found on the engine without a record"
+                )
+        except IntegrityError as e:
+            raise JobExists(f"job {info.name!r} has a record already") from e
         return self.get(job_id)
 
     def record(self, job_id: int, info: JobInfo, logs: str | None = None) -> bool:

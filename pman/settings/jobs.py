@@ -175,3 +175,19 @@ class JobSettings(Section):
             "writable tmpfs at `/tmp` (its contents count in the job's memory)",
         ),
     ] = False
+    overflow: Annotated[
+        bool,
+        Env(
+            "PMAN_OVERFLOW",
+            "`yes`: when this resource is at its `PMAN_MAX_RUNNING`, a job that named no "
+            "resource (and is not pinned by URL) goes to the next resource in "
+            "`PMAN_RESOURCES` order that can run it and has room, instead of waiting here",
+        ),
+    ] = False
+    description: Annotated[
+        str,
+        Env(
+            "PMAN_RESOURCE_DESCRIPTION",
+            "a few words about this resource for people (GET /api/v1/resources/, `pman resources`)",
+        ),
+    ] = ""

@@ -31,7 +31,10 @@ def parse(text: str) -> Samples:
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, *sorted(labels.items())), 0.0)
+    """The sum of the samples of ``name`` whose labels include ``labels`` (a
+    sample may carry more: the compute resource, since issue 15)."""
+    want = set(labels.items())
+    return sum(v for (n, *pairs), v in samples.items() if n == name and want <= set(pairs))
 
 
 def scrape(url: str, session: requests.Session | None = None) -> Samples:

@@ -177,6 +177,16 @@ def assert_reads_as_4_0_0_did(registry: Registry, expected: dict[str, Any]) -> N
     unfinished = sorted(registry.unfinished(), key=lambda r: r.id)
     assert sorted(r.jid for r in unfinished) == expected["unfinished"]
     assert [r.jid for r in unfinished if r.phase is Phase.QUEUED] == expected["queue"]
+    # migration 0003: every job of 4.0.0 ran on its one resource, "default"
+    assert {r.resource for r in listed} == {"default"}
+    by_resource: dict[tuple[str, str], int] = {}
+    for (_, state), n in registry.count_by_state().items():
+        by_resource[("default", state)] = by_resource.get(("default", state), 0) + n
+    assert registry.count_by_resource() == by_resource
+    assert registry.count_queued_by_resource() == (
+        {"default": expected["count_queued"]} if expected["count_queued"] else {}
+    )
+    assert registry.list(resources=["hpc"], include_deleted=True).records == []
 
 
 def assert_goes_on_as_4_0_0_left_it(registry: Registry, expected: dict[str, Any]) -> None:
@@ -187,8 +197,10 @@ def assert_goes_on_as_4_0_0_left_it(registry: Registry, expected: dict[str, Any]
     assert not registry.mark_cancelled(cancelled, datetime.now(UTC)), "cancelled once"
     registry.record(cancelled, JobInfo(name="cancelled", state=JobState.FAILED, exit_code=137))
     assert registry.get(cancelled).state is JobState.CANCELLED
+    assert registry.claim_next("slurm", 10, resource="hpc") is None, "the queue is default's"
     claimed = registry.claim_next("slurm", 10)
     assert claimed is not None and claimed.jid == expected["queue"][0]
+    assert claimed.resource == "default"
     assert claimed.phase is Phase.ACCEPTED and claimed.message == "submitting"
     assert registry.report(by_jid[("in-flight", True)], Missing())
     lost = registry.get(by_jid[("in-flight", True)])
@@ -391,7 +403,7 @@ def test_downgrade_and_upgrade_again(dialect: str, new_database: Callable[[str],
     with engine.begin() as conn:
         config = migrate._config(conn)
         command.downgrade(config, BASELINE)
-    assert "phase" not in {c["name"] for c in inspect(engine).get_columns("jobs")}
+    assert not {"phase", "resource"} & {c["name"] for c in inspect(engine).get_columns("jobs")}
     assert version_of(url) == BASELINE
     assert migrate.upgrade(engine) is not None
     engine.dispose()
@@ -402,6 +414,46 @@ def test_downgrade_and_upgrade_again(dialect: str, new_database: Callable[[str],
             Phase.QUEUED,
             Phase.QUEUED,
         ]
+        assert {registry.get(q.id).resource for q in queued} == {"default"}
+    finally:
+        registry.close()
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_0003_keeps_each_resource_s_queue_and_survives_a_downgrade(
+    dialect: str, new_database: Callable[[str], str]
+) -> None:
+    """Migration 0003: a job's resource is stored, each resource has its own
+    queue; down to 0002 the column goes, up again every job is "default"'s."""
+    from alembic import command
+
+    url = new_database(dialect)
+    registry = Registry.from_url(url)
+    try:
+        hpc = [registry.create(_spec(f"h{i}"), "docker", 1, resource="hpc") for i in range(2)]
+        gpu = registry.create(_spec("g0"), "docker", 1, resource="gpu")
+        assert [r.phase for r in hpc] == [Phase.ACCEPTED, Phase.QUEUED]
+        assert (gpu.phase, gpu.resource) == (Phase.ACCEPTED, "gpu"), "its own capacity"
+        assert [r.jid for r in registry.list(resources=["hpc"]).records] == ["h1", "h0"]
+        assert registry.count_queued_by_resource() == {"hpc": 1}
+        assert registry.claim_next("docker", 1, resource="gpu") is None
+        registry.record(hpc[0].id, JobInfo(name="h0", state=JobState.SUCCEEDED, exit_code=0))
+        assert registry.claim_next("docker", 1, resource="gpu") is None, "not gpu's"
+        claimed = registry.claim_next("docker", 1, resource="hpc")
+        assert claimed is not None and (claimed.jid, claimed.resource) == ("h1", "hpc")
+        assert registry.count_by_resource()[("gpu", JobState.QUEUED.value)] == 1
+    finally:
+        registry.close()
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        command.downgrade(migrate._config(conn), "0002")
+    assert "resource" not in {c["name"] for c in inspect(engine).get_columns("jobs")}
+    assert migrate.upgrade(engine) is not None
+    engine.dispose()
+    assert schema_differences(url) == []
+    registry = Registry.from_url(url)
+    try:
+        assert {r.resource for r in registry.list(include_deleted=True).records} == {"default"}
     finally:
         registry.close()
 

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import docker
 import docker.errors
 
-from pman.backends.base import Backend, ChangeStream
+from pman.backends.base import SINGLE, Backend, Capabilities, ChangeStream
 from pman.backends.docker import manifest
 from pman.backends.docker.config import DockerConfig
 from pman.backends.docker.engine import DockerEngine
@@ -70,6 +70,11 @@ class DockerBackend(Backend):
 
     def close(self) -> None:
         self.engine.close()
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """One container per job; GPUs through the engine's device requests."""
+        return Capabilities(gpus=True, max_workers=1, array_workers=False)
 
     # ---------------------------------------------------------------- submit
     def check(self, spec: JobSpec) -> None:
@@ -222,6 +227,10 @@ class PodmanBackend(DockerBackend):
     oom_reported = False
     # Podman's compatible API refuses "restarting" in the filter (pman jobs never restart)
     active_status_filter = ("created", "running", "paused")
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return SINGLE
 
     def check(self, spec: JobSpec) -> None:
         if spec.resources.gpu_limit > 0:

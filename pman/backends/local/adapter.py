@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pman.backends.base import Backend
+from pman.backends.base import SINGLE, Backend, Capabilities
 from pman.backends.kit.files import tail_lines
 from pman.backends.local import cgroup as local_cgroup
 from pman.backends.local.cgroup import CgroupSupport
@@ -141,6 +141,10 @@ class LocalBackend(Backend):
         return self.jobs_dir / name
 
     # ------------------------------------------------------------------ submit
+    @property
+    def capabilities(self) -> Capabilities:
+        return SINGLE
+
     def check(self, spec: JobSpec) -> None:
         """GPUs, several workers, CONTAINER_USER, storage that is not the
         host's and a memory_limit below what a sandbox needs are refused."""

@@ -54,7 +54,10 @@ def scrape(client: FlaskClient, headers: dict[str, str] | None = None) -> dict[t
 
 
 def value(samples: dict[tuple, float], name: str, **labels: str) -> float:
-    return samples.get((name, *sorted(labels.items())), 0.0)
+    """The sum of the samples of ``name`` whose labels include ``labels`` (a
+    sample may carry more: the compute resource, since issue 15)."""
+    want = set(labels.items())
+    return sum(v for (n, *pairs), v in samples.items() if n == name and want <= set(pairs))
 
 
 # ---------------------------------------------------------------- docs page
