@@ -6,12 +6,13 @@ costs next to serving one, in the same session.
     pman serving ONE resource (CONTAINER_ENV=docker) and of a pman serving
     FIVE (PMAN_RESOURCES: two Docker, two Podman, one local), both up at once,
     measured in alternation (--repeat runs each, median reported) and the
-    ratio five/one printed. The polled jobs are sleeping containers: on Docker
-    for the one, spread over the four Docker and Podman resources for the five.
+    ratio five/one printed. The polled jobs sleep: on Docker for the one,
+    spread over the five resources in turn for the five.
   * the tracker's engine calls per cycle (counted in-process, as bench/load.py's
     tracker_calls does) over each pman's registry: with its --jobs running jobs
     and then with --records more (history, spread over the resources). One
-    resource: one list per cycle; five: one per resource, flat in the records.
+    resource: one list per cycle; five: one per resource that has unfinished
+    jobs (every one here), flat in the records.
 
     python bench/resources.py [--jobs 10] [--seconds 10] [--repeat 5] [--records 10000]
 
@@ -48,8 +49,12 @@ from load import SOCKETS, Pman, job, run_wrk, seed_registry, session, tracker_ca
 
 #: the five resources: name -> engine, in PMAN_RESOURCES order
 FIVE = {"dock": "docker", "pod": "podman", "loc": "local", "dock2": "docker", "pod2": "podman"}
-#: the resources the polled jobs run on (local jobs would need host paths)
-JOB_RESOURCES = ("dock", "pod", "dock2", "pod2")
+#: the resources the polled jobs run on, in turn
+JOB_RESOURCES = tuple(FIVE)
+#: the sleeper of the test image, as a local job runs it (on the host)
+HOST_SLEEPER = (
+    Path(__file__).resolve().parents[1] / "tests" / "images" / "plugin" / "bin" / "sleeper"
+)
 
 
 def five_env() -> dict[str, str]:
@@ -196,7 +201,10 @@ def main() -> None:
             http.post(f"{one.url}/api/v1/", json=job(j), timeout=60).raise_for_status()
             made["one"].append(j)
             j = f"bench-res-five-{uuid.uuid4().hex[:8]}"
-            body = {**job(j), "compute_resource": JOB_RESOURCES[i % len(JOB_RESOURCES)]}
+            resource = JOB_RESOURCES[i % len(JOB_RESOURCES)]
+            body = {**job(j), "compute_resource": resource}
+            if FIVE[resource] == "local":
+                body["entrypoint"] = [str(HOST_SLEEPER)]
             http.post(f"{five.url}/api/v1/", json=body, timeout=60).raise_for_status()
             made["five"].append(j)
         wait_running(one.url, made["one"])
