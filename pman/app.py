@@ -16,6 +16,7 @@ from pman.api.context import EXTENSION_KEY, Runtime
 from pman.api.docs import docs
 from pman.api.fastpath import PollFastPath
 from pman.api.lanes import LaneMiddleware
+from pman.api.pinning import ResourcePrefix
 from pman.api.rsgi import LanedRSGI
 from pman.backends import load_backend
 from pman.backends.base import Backend
@@ -74,7 +75,8 @@ def create_app(
     app.extensions[EXTENSION_KEY] = Runtime(settings, service, authenticator)
     # no route, the poll fast path included, runs without credentials; outside
     # that, every answer (401s too) gets its request id, metrics and access line
-    inner = AuthMiddleware(PollFastPath(app.wsgi_app, service), authenticator)
+    pinning = ResourcePrefix(PollFastPath(app.wsgi_app, service), service.resource_names())
+    inner = AuthMiddleware(pinning, authenticator)
     app.wsgi_app = observe_requests.RequestObserver(  # type: ignore[method-assign]
         LaneMiddleware(inner, settings) if wsgi_lanes else inner,
         app.url_map,

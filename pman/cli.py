@@ -1,4 +1,4 @@
-"""``pman submit|status|logs|cancel|delete|list``: a command-line client of pman's
+"""``pman submit|status|logs|cancel|delete|list|resources``: a command-line client of pman's
 HTTP API (pman.client), in the same console script as ``pman serve``.
 
 Exit codes: 0 done (with ``--wait``: the job finished successfully); with
@@ -43,7 +43,7 @@ EXIT_UNAVAILABLE = 5
 EXIT_CONFLICT = 6
 EXIT_INTERRUPTED = 130
 
-COMMANDS = ("submit", "status", "logs", "cancel", "delete", "list")
+COMMANDS = ("submit", "status", "logs", "cancel", "delete", "list", "resources")
 
 #: what `pman submit` sends for fields neither the file nor a flag gives
 SUBMIT_DEFAULTS: dict[str, Any] = {
@@ -86,6 +86,9 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--path-flag", action="append", help="args_path_flags entry; repeatable")
     p.add_argument("--auid", help="requesting user (default $USER)")
     p.add_argument("--callback-url", help="URL pman POSTs the job's state transitions to")
+    p.add_argument(
+        "--compute-resource", help="the compute resource to run it on (see pman resources)"
+    )
     p.add_argument("args", nargs="*", help="plugin arguments")
     _wait_options(p)
 
@@ -107,7 +110,13 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("list", parents=[common], help="jobs, newest first")
     p.add_argument("--status", action="append", help="v1 status or pman state; repeatable or a,b")
     p.add_argument("--auid", help="only this user's jobs")
+    p.add_argument("--compute-resource", help="only the jobs of this compute resource")
     p.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser(
+        "resources", parents=[common], help="the compute resources: health, load, caps"
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -211,6 +220,7 @@ def submit_body(args: argparse.Namespace) -> dict[str, Any]:
         "args_path_flags": args.path_flag,
         "auid": args.auid,
         "callback_url": args.callback_url,
+        "compute_resource": args.compute_resource,
         "args": args.args or None,
     }
     if args.entrypoint is not None:
@@ -271,7 +281,7 @@ def _cmd_delete(client: PmanClient, args: argparse.Namespace, out: TextIO, err: 
 def _cmd_list(client: PmanClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.limit < 1:
         raise UsageError("--limit must be at least 1")
-    jobs = list(client.jobs(args.status, args.auid, args.limit))
+    jobs = list(client.jobs(args.status, args.auid, args.limit, args.compute_resource))
     if args.json:
         json.dump(jobs, out, indent=2)
         out.write("\n")
@@ -284,6 +294,37 @@ def _cmd_list(client: PmanClient, args: argparse.Namespace, out: TextIO, err: Te
     for r in rows:
         cells = [c.ljust(w) for c, w in zip(r[:5], widths, strict=True)]
         print("  ".join([*cells, r[5]]).rstrip(), file=out)
+    return EXIT_OK
+
+
+def _cmd_resources(client: PmanClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    resources = client.resources()
+    if args.json:
+        json.dump(resources, out, indent=2)
+        out.write("\n")
+        return EXIT_OK
+    rows = [("NAME", "BACKEND", "HEALTH", "RUNNING", "QUEUED", "MAX", "GPUS", "WORKERS", "ABOUT")]
+    for r in resources:
+        caps, can = r.get("caps") or {}, r.get("capabilities") or {}
+        health = "ok" if r.get("healthy") else f"DOWN: {r.get('problem') or '?'}"
+        workers = can.get("max_workers")
+        rows.append(
+            (
+                r["name"],
+                r["backend"],
+                health if r.get("healthy") else "down",
+                str(r.get("running", 0)),
+                str(r.get("queued", 0)),
+                str(caps.get("max_running") or "-"),
+                "yes" if can.get("gpus") else "no",
+                "any" if workers is None else str(workers),
+                r.get("description", "") if r.get("healthy") else health,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(8)]
+    for row in rows:
+        cells = [c.ljust(w) for c, w in zip(row[:8], widths, strict=True)]
+        print("  ".join([*cells, row[8]]).rstrip(), file=out)
     return EXIT_OK
 
 

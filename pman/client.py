@@ -130,7 +130,11 @@ class PmanClient:
         return jobs[0] if jobs else None
 
     def jobs(
-        self, status: list[str] | None = None, auid: str | None = None, limit: int = 50
+        self,
+        status: list[str] | None = None,
+        auid: str | None = None,
+        limit: int = 50,
+        compute_resource: str | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Jobs newest first, at most ``limit``, following the pages."""
         params: dict[str, Any] = {"limit": min(limit, 500)}
@@ -138,6 +142,8 @@ class PmanClient:
             params["status"] = status
         if auid:
             params["auid"] = auid
+        if compute_resource:
+            params["compute_resource"] = compute_resource
         given = 0
         while given < limit:
             page = self._request("GET", "/api/v1/jobs/", params=params).json()
@@ -149,6 +155,10 @@ class PmanClient:
             if not page.get("next_cursor"):
                 return
             params["cursor"] = page["next_cursor"]
+
+    def resources(self) -> list[dict[str, Any]]:
+        """The compute resources (GET /api/v1/resources/), in the server's order."""
+        return list(self._request("GET", "/api/v1/resources/").json()["resources"])
 
     def delete(self, jid: str) -> None:
         self._request("DELETE", f"/api/v1/{self._jid(jid)}/", ok=(200, 202, 204))

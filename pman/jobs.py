@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from pman.labels import (
@@ -75,7 +76,6 @@ def build_spec(
         LABEL_TYPE: request.type,
         LABEL_IMAGE: image,
         LABEL_INSTANCE: settings.registry.instance,
-        LABEL_RESOURCE: settings.resource.name,
     }
     return JobSpec(
         name=request.jid,
@@ -99,6 +99,14 @@ def build_spec(
         labels=labels,
         callback_url=request.callback_url,
     )
+
+
+def labelled_for(spec: JobSpec, resource: str) -> JobSpec:
+    """``spec`` as it goes to the engine of ``resource``: labelled with it
+    (LABEL_RESOURCE), so that adoption after a restart finds its resource. The
+    registry keeps the request's labels without it: the job's resource is a
+    column of its own there."""
+    return replace(spec, labels={**spec.labels, LABEL_RESOURCE: resource})
 
 
 def spec_from_record(

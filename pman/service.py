@@ -20,6 +20,7 @@ from pman.errors import (
     PmanError,
     UnsupportedOption,
 )
+from pman.jobs import labelled_for
 from pman.lifecycle import Phase
 from pman.models import JobRequest
 from pman.registry import Delivery, Event, JobRecord, Page, Registry, Withdrawing, now
@@ -180,7 +181,7 @@ class JobService:
         created = None
         try:
             created = storage.prepare_output(spec.mounts)
-            info = backend.submit(spec)
+            info = backend.submit(labelled_for(spec, runtime.name))
         except JobExists as e:
             storage.undo_output(created)
             if e.existing is not None and e.existing.fingerprint == spec.fingerprint:

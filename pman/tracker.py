@@ -3,10 +3,12 @@
 One tracker leads per registry, however many HTTP workers there are: each
 worker runs a tracker thread, and only the holder of the registry's leader
 lock works (a file lock next to a SQLite database, an advisory lock in
-PostgreSQL). A cycle asks the engine once for every unfinished job
-(``Backend.list_active``), then asks about each job whose state changed or
-that the engine's events say ended; a finished job's logs are fetched once
-and kept. Cycles run when the engine's event stream (``Backend.watch``)
+PostgreSQL). It follows every compute resource (a lane each,
+pman.tracking.lanes): a cycle asks each resource's engine once for its
+unfinished jobs (``Backend.list_active``), then asks about each job whose
+state changed or that the engine's events say ended; a finished job's logs
+are fetched once and kept; an engine that cannot be reached is left until it
+answers again, the other resources carry on. Cycles run when the engine's event stream (``Backend.watch``)
 reports a change, with a slow poll as a safety net; on engines without
 events, every ``interval`` seconds. Reconciliation (at start, after
 an engine outage, and every ``reconcile_every`` seconds) lists every job pman
@@ -21,34 +23,37 @@ the number of HTTP workers.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from pman import metrics
-from pman.backends.base import Backend, ChangeStream
-from pman.errors import BackendUnavailable, JobExists, JobNotFound, PmanError
-from pman.jobs import spec_from_record
-from pman.labels import LABEL_AUID, LABEL_INSTANCE, LABEL_MANAGED, LABEL_RESOURCE
-from pman.leader import FileLock, LeaderLock, PostgresAdvisoryLock, leader_lock_for
-from pman.lifecycle import Missing, Phase, StartFailed
+from pman.backends.base import Backend
+from pman.errors import BackendUnavailable, JobNotFound
+from pman.lifecycle import Missing, Phase
 from pman.models import JobInfo, JobState
 from pman.registry import DEFAULT_RESOURCE, JobRecord, Registry
 from pman.settings import Settings
 from pman.storage import Storage
 from pman.telemetry import job_context
+from pman.tracking.adoption import Adopter
+from pman.tracking.lanes import CycleReport, Lane
+from pman.tracking.leader import FileLock, LeaderLock, PostgresAdvisoryLock, leader_lock_for
+from pman.tracking.logs import LOGS_CALLS_PER_S, LogsRefresher
+from pman.tracking.queue import QueueStarter
+from pman.tracking.withdrawal import WITHDRAW_DELETES, WITHDRAW_EVERY_S, Withdrawer
 from pman.webhooks import Deliverer
 
 if TYPE_CHECKING:
     from pman.resources import ResourceRuntime
 
 __all__ = [
+    "LOGS_CALLS_PER_S",
+    "WITHDRAW_DELETES",
+    "WITHDRAW_EVERY_S",
     "CycleReport",
     "FileLock",
     "Lane",
@@ -62,54 +67,11 @@ log = logging.getLogger(__name__)
 
 #: a record younger than this may have no engine job yet (its POST is in flight)
 SUBMIT_GRACE_S = 30.0
-#: the most logs calls a second the tracker makes for running jobs
-LOGS_CALLS_PER_S = 20.0
 #: while the engine's event stream is open, the tracker still looks this often
 WATCHED_POLL_S = 5.0
-#: how often a withdrawn submission's job is deleted from the engine again;
-#: its record goes after WITHDRAW_DELETES deletes the engine answered, so that
-#: a call the engine carries out late (after the first delete) is caught too
-WITHDRAW_EVERY_S = 2.0
-WITHDRAW_DELETES = 2
 
 
-@dataclass
-class CycleReport:
-    """What one tracker cycle did (for logs, tests and the benchmark)."""
-
-    engine_calls: int = 0
-    watched: int = 0
-    updated: int = 0
-    adopted: int = 0
-    vanished: int = 0
-    reconciled: bool = False
-    #: jobs started from pman's queue
-    started: int = 0
-    #: withdrawn submissions removed from the engine and forgotten
-    withdrawn: int = 0
-    #: resources whose engine could not be reached this cycle
-    unavailable: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Lane:
-    """One compute resource as the tracker follows it: its engine, and how
-    its jobs are run and started from its queue."""
-
-    name: str
-    backend: Backend
-    logs_tail: int
-    max_running: int = 0
-    storage: Storage | None = None
-    #: reconcile this resource's engine at the next cycle (after an outage)
-    needs_reconcile: bool = True
-    #: its engine's event stream, while open
-    stream: ChangeStream | None = None
-    watching: bool = False
-    thread: threading.Thread | None = None
-
-
-class Tracker:
+class Tracker(QueueStarter, LogsRefresher, Adopter, Withdrawer):
     def __init__(
         self,
         registry: Registry,
@@ -450,40 +412,6 @@ class Tracker:
         if any(r.phase is Phase.QUEUED for r in records):
             self._start_queued(lane, report)
 
-    def _withdraw(self, lane: Lane, records: list[JobRecord], report: CycleReport) -> None:
-        """Remove from the engine what it made of submissions answered 503, then
-        forget them (raises BackendUnavailable while the engine does not answer)."""
-        self._last_withdraw = time.monotonic()
-        for record in records:
-            with contextlib.suppress(JobNotFound):
-                lane.backend.delete(record.jid)
-            report.engine_calls += 1
-            done = self._withdraw_deletes.get(record.id, 0) + 1
-            if done < WITHDRAW_DELETES:
-                self._withdraw_deletes[record.id] = done
-                continue
-            self._withdraw_deletes.pop(record.id, None)
-            self._remove_empty_output(lane, record)
-            self.registry.forget(record.id)
-            report.withdrawn += 1
-            log.info("tracker: withdrew %s (%s)", record.jid, record.message)
-
-    def _remove_empty_output(self, lane: Lane, record: JobRecord) -> None:
-        """An engine that created a withdrawn job late may have made its output
-        folder (Docker makes a missing bind source): remove it if empty."""
-        if lane.storage is None:
-            return
-        try:
-            data, _, _ = self.registry.queued_spec(record.id)
-            output = lane.storage.resolve(
-                data["mounts"]["input_dir"], data["mounts"]["output_dir"]
-            ).output_host
-        except (PmanError, KeyError, TypeError):
-            return
-        if output is not None:
-            with contextlib.suppress(OSError):
-                output.rmdir()  # only if empty: never a folder with data in it
-
     def _follow(
         self,
         lane: Lane,
@@ -521,165 +449,3 @@ class Tracker:
             metrics.visibility_lag((datetime.now(UTC) - ended).total_seconds())
         if changed or logs is not None:
             report.updated += 1
-
-    # ---------------------------------------------------------------- queue
-    def _start_queued(self, lane: Lane, report: CycleReport) -> None:
-        """Start a resource's waiting jobs, oldest first, while fewer than its
-        ``max_running`` are on its engine (counted in the registry: after this
-        cycle's updates). Without a limit (PMAN_MAX_RUNNING lowered to 0 over a
-        restart) every waiting job starts."""
-        limit = lane.max_running if lane.max_running > 0 else sys.maxsize
-        name = lane.backend.name
-        while not self._stop.is_set():
-            record = self.registry.claim_next(name, limit, resource=lane.name)
-            if record is None:
-                break
-            self._submit_claimed(lane, record)  # raises BackendUnavailable, job back in place
-            report.started += 1
-            report.engine_calls += 1
-        if lane.max_running > 0:
-            self.registry.refresh_queue_messages(name, lane.max_running, resource=lane.name)
-
-    def _submit_claimed(self, lane: Lane, record: JobRecord) -> None:
-        """Submit a job taken from the queue. An engine that cannot be reached
-        puts it back in its place; any other failure ends the job with the
-        engine's message (never dropped, never retried for ever)."""
-        jid = record.jid
-
-        def fail(message: str) -> None:
-            log.warning("tracker: could not start queued job %s: %s", jid, message)
-            self.registry.report(record.id, StartFailed(message=message))
-
-        try:
-            data, labels, fingerprint = self.registry.queued_spec(record.id)
-            if lane.storage is None:
-                raise PmanError("this tracker was built without the storage to place it")
-            spec = spec_from_record(data, labels, fingerprint, lane.storage)
-            lane.storage.prepare_output(spec.mounts)
-            info = lane.backend.submit(spec)
-        except BackendUnavailable as e:
-            self.registry.unclaim(record.id, f"waiting for the engine ({e.message})")
-            raise
-        except JobExists as e:
-            if e.existing is not None and e.existing.fingerprint == record.fingerprint:
-                self.registry.record(record.id, e.existing)  # it got there before
-            else:
-                fail(f"the engine has a job named {jid!r} that pman did not record")
-            return
-        except PmanError as e:
-            fail(e.message)
-            return
-        except Exception as e:
-            log.exception("tracker: starting queued job %s", jid)
-            fail(f"internal error in pman ({type(e).__name__}); the server log has the details")
-            return
-        self.registry.record(record.id, info)
-        if not self.registry.get(record.id).active:
-            # deleted while it was being submitted: it must not run unrecorded
-            lane.backend.delete(jid)
-        log.info("tracker: started queued job %s on %s", jid, lane.name)
-
-    # ---------------------------------------------------------------- logs
-    def _run_logs(self) -> None:
-        while not self._stop.is_set():
-            if self._leading:
-                try:
-                    self.refresh_logs()
-                except BackendUnavailable:
-                    pass  # the state cycle reports the outage
-                except Exception:
-                    log.exception("tracker: refreshing running jobs' logs failed")
-            self._stop.wait(0.25)
-
-    def refresh_logs(self) -> int:
-        """Fetch the logs of running jobs whose copy is older than ``logs_every``,
-        oldest first, pacing engine calls to ``LOGS_CALLS_PER_S``; store those
-        that changed. Returns the number of engine calls made. A resource whose
-        engine does not answer is skipped until the next round."""
-        running = dict(self._running)
-        for job_id in set(self._logs_seen) - set(running):
-            del self._logs_seen[job_id]
-        now = time.monotonic()
-        never = (0.0, None)
-        due = sorted(
-            (self._logs_seen.get(job_id, never)[0], job_id)
-            for job_id in running
-            if now - self._logs_seen.get(job_id, never)[0] >= self.logs_every
-        )
-        calls = 0
-        down: set[str] = set()
-        for _, job_id in due:
-            if self._stop.is_set():
-                break
-            lane, jid = running[job_id]
-            if lane.name in down:
-                continue
-            started = time.monotonic()
-            try:
-                logs = lane.backend.logs(jid, lane.logs_tail)
-            except BackendUnavailable:
-                if len(self.lanes) == 1:
-                    raise
-                down.add(lane.name)
-                continue
-            except PmanError:
-                logs = None  # gone meanwhile: the state cycle will say so
-            calls += 1
-            digest = None if logs is None else hash(logs)
-            if digest is not None and digest != self._logs_seen.get(job_id, never)[1]:
-                self.registry.set_running_logs(job_id, logs)  # type: ignore[arg-type]
-            self._logs_seen[job_id] = (time.monotonic(), digest)
-            self._stop.wait(max(0.0, 1.0 / LOGS_CALLS_PER_S - (time.monotonic() - started)))
-        return calls
-
-    def _final_logs(self, lane: Lane, jid: str) -> str:
-        try:
-            return lane.backend.logs(jid, lane.logs_tail)
-        except PmanError as e:
-            if isinstance(e, BackendUnavailable):
-                raise
-            return ""
-
-    def _reconcile(self, lane: Lane, report: CycleReport) -> None:
-        """Adopt pman-labelled jobs of this resource that the registry does not know.
-
-        A job labelled with another resource is that one's (two resources may
-        share an engine); a job without the label (made before pman had
-        resources) is the resource's whose engine lists it."""
-        report.reconciled = True
-        infos = lane.backend.list()
-        report.engine_calls += 1
-        known = self.registry.active_jids()
-        for info in infos:
-            if info.name in known or info.labels.get(LABEL_MANAGED) != "true":
-                continue
-            if info.labels.get(LABEL_INSTANCE, "") not in ("", self.instance):
-                continue  # another pman's job on a shared engine: its own tracker follows it
-            if info.labels.get(LABEL_RESOURCE, lane.name) != lane.name:
-                continue  # another resource's job on a shared engine
-            try:
-                full = lane.backend.get(info.name)
-                report.engine_calls += 1
-            except JobNotFound:
-                continue
-            logs = None
-            if full.state.finished:
-                logs = self._final_logs(lane, info.name)
-                report.engine_calls += 1
-            try:
-                self.registry.adopt(
-                    full,
-                    lane.backend.name,
-                    info.labels.get(LABEL_AUID, ""),
-                    info.labels,
-                    logs,
-                    resource=lane.name,
-                )
-            except JobExists:
-                continue  # another resource on the same engine adopted it first
-            log.warning(
-                "tracker: adopted %s on %s, found on the engine without a record",
-                info.name,
-                lane.name,
-            )
-            report.adopted += 1

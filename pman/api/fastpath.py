@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from pman.api.observe import JID_KEY, ROUTE_KEY
+from pman.api.pinning import RESOURCE_KEY
 from pman.api.v1 import job_body
 from pman.errors import InvalidJobSpec, PmanError
 from pman.service import RESERVED_JIDS, JobService
@@ -36,7 +37,7 @@ class PollFastPath:
         if environ.get("REQUEST_METHOD") == "GET":
             m = _POLL.fullmatch(environ.get("PATH_INFO", ""))
             if m is not None and m.group(1) not in RESERVED_JIDS:
-                data = self._poll(m.group(1).lstrip("/"))
+                data = self._poll(m.group(1).lstrip("/"), environ.get(RESOURCE_KEY))
                 if data is not None:
                     environ[ROUTE_KEY] = POLL_ROUTE
                     environ[JID_KEY] = m.group(1)
@@ -47,12 +48,12 @@ class PollFastPath:
                     return [data]
         return self.app(environ, start_response)
 
-    def _poll(self, jid: str) -> bytes | None:
+    def _poll(self, jid: str, pinned: str | None) -> bytes | None:
         try:
             self.service.check_name(jid)
-            record, logs = self.service.status(jid)
+            record, logs = self.service.status(jid, pinned=pinned)
         except (PmanError, InvalidJobSpec):
             return None  # the Flask route answers it, with the usual error handling
         # as Flask's jsonify writes it: compact, ASCII-escaped, a final newline
-        text = json.dumps(job_body(record.info(), logs), separators=(",", ":"))
+        text = json.dumps(job_body(record.info(), logs, record.resource), separators=(",", ":"))
         return (text + "\n").encode()

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from pman.api.pinning import split_prefix
 from pman.deadlines import Deadline
 from pman.settings import Settings
 
@@ -57,7 +58,11 @@ class Lane(Enum):
 
 def lane_of(method: str, path: str) -> Lane:
     """The lane of a request, from its method and path only (no routing: an
-    unknown path is quick, and answered 404 by the application)."""
+    unknown path is quick, and answered 404 by the application). A path
+    pinned to a compute resource (``/<resource>/api/v1/...``) is in the lane
+    of its unprefixed path."""
+    if not path.startswith("/api/v1/"):
+        path = split_prefix(path)[1]
     if not path.startswith("/api/v1/"):
         return Lane.QUICK
     rest = path[len("/api/v1/") :].strip("/")

@@ -88,6 +88,7 @@ def openapi_document() -> dict[str, Any]:
         (schemas.WebhookDeliveries, "serialization"),
         (schemas.AuthTokenRequest, "validation"),
         (schemas.AuthToken, "serialization"),
+        (schemas.ComputeResources, "serialization"),
     ]
     _, top = models_json_schema(models, ref_template=_REF)
     jid_param = {
@@ -244,6 +245,10 @@ def openapi_document() -> dict[str, Any]:
                             "schema": {"type": "string", "pattern": "^[^=]+="},
                         },
                         _query("include_deleted", "true to list deleted jobs too"),
+                        _query(
+                            "compute_resource",
+                            "only jobs of this compute resource; repeat or comma-separate",
+                        ),
                         _query("cursor", "next_cursor of the previous page"),
                         {
                             "name": "limit",
@@ -256,6 +261,20 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "200": _json(_ref("JobList"), "one page of jobs"),
                         **_errors(400, 503),
+                    },
+                },
+            },
+            "/api/v1/resources/": {
+                "get": {
+                    "operationId": "listResources",
+                    "summary": "The compute resources, in PMAN_RESOURCES order",
+                    "description": "Every path under /api/v1/ is also served under "
+                    "/<resource>/api/v1/ for one compute resource alone (URL pinning: a job "
+                    "is submitted there, and only its jobs are seen; "
+                    "/<resource>/api/v1/resources/ lists it alone).",
+                    "responses": {
+                        "200": _json(_ref("ComputeResources"), "the compute resources"),
+                        **_errors(),
                     },
                 },
             },
@@ -343,6 +362,9 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "operationId": "health",
                     "summary": "200 when the backend and the job registry answer, else 503",
+                    "description": "With several compute resources: 200 while the job "
+                    "registry and some resource's engine answer; each resource's health is "
+                    "in resources.",
                     "security": [],
                     "responses": {
                         "200": _json(_ref("Health"), "the backend answers"),

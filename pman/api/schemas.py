@@ -160,6 +160,13 @@ class JobRequest(BaseModel):
         "state transition of the job is POSTed to, signed (see the README's Webhooks); its "
         "host must be allowed by PMAN_WEBHOOK_ALLOWED_HOSTS",
     )
+    compute_resource: StrictStr | None = Field(
+        default=None,
+        max_length=63,
+        description="pman's extension: the compute resource to run the job on (one of "
+        "PMAN_RESOURCES, GET /api/v1/resources/); without it, the first resource that can "
+        "run the job (and, where PMAN_OVERFLOW allows, the next one with room)",
+    )
 
     @field_validator("*")
     @classmethod
@@ -231,6 +238,9 @@ class Job(BaseModel):
     message: str
     timestamp: str = Field(description="ISO 8601 time of the latest state change")
     logs: str = Field(description="the last JOB_LOGS_TAIL lines of output")
+    compute_resource: str = Field(
+        description="pman's extension: the compute resource the job runs on"
+    )
 
 
 class ServerInfo(BaseModel):
@@ -250,12 +260,24 @@ class Error(BaseModel):
     )
 
 
+class ResourceHealth(BaseModel):
+    model_config = ConfigDict(title="ResourceHealth")
+
+    backend: str
+    healthy: bool
+    problem: str | None
+
+
 class Health(BaseModel):
     model_config = ConfigDict(title="Health")
 
     status: Literal["ok", "unavailable"]
     backend: str
     message: str
+    resources: dict[str, ResourceHealth] = Field(
+        description="each compute resource's engine: 503 only when the registry or every "
+        "resource is down"
+    )
 
 
 class JobSummary(BaseModel):
@@ -279,6 +301,9 @@ class JobSummary(BaseModel):
     started_at: str | None
     finished_at: str | None
     deleted_at: str | None
+    compute_resource: str = Field(
+        default="default", description="the compute resource the job runs on"
+    )
 
 
 class JobList(BaseModel):
@@ -304,6 +329,50 @@ class JobEvents(BaseModel):
 
     jid: str
     events: list[JobEvent]
+    compute_resource: str = Field(
+        default="default", description="the compute resource the job runs on"
+    )
+
+
+class ResourceCapabilities(BaseModel):
+    model_config = ConfigDict(title="ResourceCapabilities")
+
+    gpus: bool = Field(description="its backend can give jobs GPUs")
+    max_workers: int | None = Field(
+        description="the most workers a job may have there; null: any number"
+    )
+    array_workers: bool = Field(description="several workers run as one engine job")
+
+
+class ResourceCaps(BaseModel):
+    model_config = ConfigDict(title="ResourceCaps")
+
+    max_running: int = Field(description="PMAN_MAX_RUNNING (0: no limit)")
+    max_cpu_limit: int | None
+    max_memory_limit: int | None
+    max_gpu_limit: int | None
+    max_workers: int | None
+    image_allowlist: list[str]
+
+
+class ComputeResource(BaseModel):
+    model_config = ConfigDict(title="ComputeResource")
+
+    name: str
+    backend: str = Field(description="its CONTAINER_ENV")
+    description: str = Field(description="its PMAN_RESOURCE_DESCRIPTION")
+    capabilities: ResourceCapabilities
+    caps: ResourceCaps
+    running: int = Field(description="jobs pman has on its engine")
+    queued: int = Field(description="jobs waiting in its queue (PMAN_MAX_RUNNING)")
+    healthy: bool = Field(description="its engine answers")
+    problem: str | None = Field(description="why it is not healthy")
+
+
+class ComputeResources(BaseModel):
+    model_config = ConfigDict(title="ComputeResources")
+
+    resources: list[ComputeResource] = Field(description="in PMAN_RESOURCES order")
 
 
 class WebhookDelivery(BaseModel):

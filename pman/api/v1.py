@@ -22,6 +22,7 @@ from pman.api.context import runtime
 from pman.api.errors import error_response
 from pman.api.lanes import DEADLINE_KEY, LOG_STREAM_KEY
 from pman.api.openapi import openapi_document
+from pman.api.pinning import RESOURCE_KEY
 from pman.errors import InvalidJobSpec, JobNotFound, PmanError
 from pman.models import JobInfo, JobRequest, JobState
 from pman.registry import JobRecord
@@ -51,8 +52,9 @@ def _iso(t: datetime | None) -> str | None:
     return t.isoformat() if t else None
 
 
-def job_body(info: JobInfo, logs: str) -> dict[str, Any]:
-    """The v1 job body (schemas.Job; built as a dict: it is on the poll path)."""
+def job_body(info: JobInfo, logs: str, resource: str) -> dict[str, Any]:
+    """The v1 job body (schemas.Job; built as a dict: it is on the poll path);
+    ``resource``: the job's compute resource (a field added to upstream's)."""
     return {
         "jid": info.name,
         "image": info.image,
@@ -61,6 +63,7 @@ def job_body(info: JobInfo, logs: str) -> dict[str, Any]:
         "message": info.message,
         "timestamp": _iso(info.timestamp) or "",
         "logs": logs,
+        "compute_resource": resource,
     }
 
 
@@ -80,6 +83,7 @@ def summary_body(r: JobRecord) -> dict[str, Any]:
         started_at=_iso(r.started_at),
         finished_at=_iso(r.finished_at),
         deleted_at=_iso(r.deleted_at),
+        compute_resource=r.resource,
     ).model_dump()
 
 
@@ -125,13 +129,19 @@ def _json_body() -> Any:
         return None
 
 
+def _pinned() -> str | None:
+    """The compute resource the URL pins (/<resource>/api/v1/), if any."""
+    return request.environ.get(RESOURCE_KEY)
+
+
 @v1.get("/")
 def server_info() -> Response:
     s = runtime().settings
+    resource = s.resource_named(_pinned() or "") or s.resource
     info = schemas.ServerInfo(
         server_version=s.server_version,
-        container_env=s.resource.container_env,
-        storage_type=s.resource.storage.storage_type,
+        container_env=resource.container_env,
+        storage_type=resource.storage.storage_type,
     )
     return jsonify(info.model_dump())
 
@@ -145,10 +155,16 @@ def submit_job() -> tuple[Response, int]:
         model = schemas.JobRequest.model_validate(body)
     except ValidationError as e:
         raise _validation_error(e) from None
+    fields = model.model_dump()
+    wanted = fields.pop("compute_resource")
     done = runtime().service.submit(
-        JobRequest(**model.model_dump()), deadline=request.environ.get(DEADLINE_KEY)
+        JobRequest(**fields),
+        deadline=request.environ.get(DEADLINE_KEY),
+        pinned=_pinned(),
+        compute_resource=wanted,
     )
-    return jsonify(job_body(done.record.info(), "")), 201 if done.created else 200
+    body = job_body(done.record.info(), "", done.record.resource)
+    return jsonify(body), 201 if done.created else 200
 
 
 @v1.post("/auth-token/")
@@ -170,20 +186,20 @@ def auth_token() -> Response:
 
 @v1.get("/<jid:jid>/", strict_slashes=False)
 def get_job(jid: str) -> Response:
-    record, logs = runtime().service.status(_job_name(jid))
-    return jsonify(job_body(record.info(), logs))
+    record, logs = runtime().service.status(_job_name(jid), pinned=_pinned())
+    return jsonify(job_body(record.info(), logs, record.resource))
 
 
 @v1.delete("/<jid:jid>/", strict_slashes=False)
 def delete_job(jid: str) -> tuple[str, int]:
-    runtime().service.delete(_job_name(jid))
+    runtime().service.delete(_job_name(jid), pinned=_pinned())
     return "", 204
 
 
 @v1.post("/<jid:jid>/cancel/", strict_slashes=False)
 def cancel_job(jid: str) -> Response:
-    record = runtime().service.cancel(_job_name(jid))
-    return jsonify(job_body(record.info(), record.logs or ""))
+    record = runtime().service.cancel(_job_name(jid), pinned=_pinned())
+    return jsonify(job_body(record.info(), record.logs or "", record.resource))
 
 
 _TAIL = re.compile(r"\d{1,9}")
@@ -241,7 +257,7 @@ def _logged(jid: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
 def job_logs(jid: str) -> Response:
     name = _job_name(jid)
     tail, since, follow = _logs_query()
-    chunks = runtime().service.logs(name, tail=tail, since=since, follow=follow)
+    chunks = runtime().service.logs(name, tail=tail, since=since, follow=follow, pinned=_pinned())
     # the server ends it from outside when its client goes or it stays silent
     request.environ[LOG_STREAM_KEY] = chunks
     resp = Response(_logged(name, chunks), content_type="text/plain; charset=utf-8")
@@ -253,7 +269,7 @@ def job_logs(jid: str) -> Response:
 
 @v1.get("/<jid:jid>/events/", strict_slashes=False)
 def job_events(jid: str) -> Response:
-    record, events = runtime().service.events(_job_name(jid))
+    record, events = runtime().service.events(_job_name(jid), pinned=_pinned())
     body = schemas.JobEvents(
         jid=record.jid,
         events=[
@@ -265,13 +281,14 @@ def job_events(jid: str) -> Response:
             )
             for e in events
         ],
+        compute_resource=record.resource,
     )
     return jsonify(body.model_dump())
 
 
 @v1.get("/<jid:jid>/webhooks/", strict_slashes=False)
 def job_webhooks(jid: str) -> Response:
-    record, deliveries = runtime().service.deliveries(_job_name(jid))
+    record, deliveries = runtime().service.deliveries(_job_name(jid), pinned=_pinned())
     instance = runtime().settings.registry.instance
     body = schemas.WebhookDeliveries(
         jid=record.jid,
@@ -330,6 +347,7 @@ def list_jobs() -> Response:
             f"limit must be a whole number from 1 to {MAX_PAGE}", fields={"limit": "out of range"}
         )
     include_deleted = args.get("include_deleted", "false").lower() in ("1", "true", "yes")
+    resources = _query_resources(args.getlist("compute_resource"))
     try:
         page = runtime().service.list(
             states=_query_states(args.getlist("status")) or None,
@@ -338,11 +356,30 @@ def list_jobs() -> Response:
             include_deleted=include_deleted,
             cursor=args.get("cursor"),
             limit=limit,
+            resources=resources,
         )
     except ValueError as e:
         raise InvalidJobSpec(f"cursor: {e}", fields={"cursor": str(e)}) from e
     body = {"jobs": [summary_body(r) for r in page.records], "next_cursor": page.next_cursor}
     return jsonify(body)
+
+
+def _query_resources(values: list[str]) -> list[str] | None:
+    """The resources a list is filtered to (``compute_resource``, repeatable or
+    comma-separated), within the URL's pinned one; None: every resource."""
+    names = [v.strip() for item in values for v in item.split(",") if v.strip()] or None
+    pinned = _pinned()
+    if pinned is None:
+        return names
+    return [pinned] if names is None or pinned in names else []
+
+
+@v1.get("/resources/", strict_slashes=False)
+def list_resources() -> Response:
+    """The compute resources (the URL's alone when pinned), in PMAN_RESOURCES order."""
+    described = runtime().service.describe_resources(pinned=_pinned())
+    body = schemas.ComputeResources.model_validate({"resources": described})
+    return jsonify(body.model_dump())
 
 
 @v1.get("/openapi.json")
@@ -355,10 +392,22 @@ def health_check() -> tuple[Response, int]:
     """200 only when both the engine and the job registry answer; an engine
     that hangs is reported within a few seconds (JobService.health)."""
     service = runtime().service
-    problem = service.health()
+    report = service.health_report()
     backend = service.describe_backend()
-    if problem is not None:
-        body = schemas.Health(status="unavailable", backend=backend, message=problem)
+    resources = {
+        name: schemas.ResourceHealth(
+            backend=service.by_name[name].backend.name, healthy=problem is None, problem=problem
+        )
+        for name, problem in report.resources.items()
+    }
+    if report.problem is not None:
+        body = schemas.Health(
+            status="unavailable", backend=backend, message=report.problem, resources=resources
+        )
         return jsonify(body.model_dump()), 503
-    body = schemas.Health(status="ok", backend=backend, message="the backend answers")
+    down = [name for name, problem in report.resources.items() if problem is not None]
+    message = "the backend answers"
+    if down:
+        message = f"the backend answers; compute resource(s) down: {', '.join(down)}"
+    body = schemas.Health(status="ok", backend=backend, message=message, resources=resources)
     return jsonify(body.model_dump()), 200

@@ -9,6 +9,7 @@ the whole truth about what changed. The lead decides which may stay.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,3 +55,70 @@ CHANGES: tuple[Change, ...] = (
         "once one has) is absent: 4.0.0 counted 2 (kind UnsupportedOption, operation submit)",
     ),
 )
+
+
+@dataclass(frozen=True)
+class Added:
+    """A field added to every JSON object of the answers that ``where`` picks
+    (nothing is removed or renamed: clients of 4.0.0 read the answers as before)."""
+
+    field: str
+    value: Any
+    where: Callable[[dict[str, Any]], bool]
+    why: str
+
+
+def _job_object(obj: dict[str, Any]) -> bool:
+    """A job body (POST, poll, cancel answers), a list's item, an events answer."""
+    return isinstance(obj.get("jid"), str) and ("status" in obj or "events" in obj)
+
+
+ADDED: tuple[Added, ...] = (
+    Added(
+        "compute_resource",
+        "default",
+        _job_object,
+        "issue 15 (compute resources): every job body, list item and events answer says "
+        "which compute resource the job runs on; without PMAN_RESOURCES that is the one "
+        "resource of the unprefixed variables, 'default'",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Extended:
+    """The answer at ``path`` of ``exchange`` only ADDS to 4.0.0's: every key,
+    list item and value 4.0.0 answered is still there, unchanged (the test
+    checks it, then takes the answer as it is now)."""
+
+    exchange: str
+    path: tuple[str | int, ...]
+    why: str
+
+
+EXTENDED: tuple[Extended, ...] = (
+    Extended(
+        "health",
+        ("response", "body"),
+        "issue 15 (compute resources): /health adds resources, each compute resource's "
+        "backend and health ({'default': {...}} without PMAN_RESOURCES)",
+    ),
+    Extended(
+        "openapi",
+        ("response", "body"),
+        "issue 15 (compute resources): the document adds compute_resource (the request's "
+        "optional field, the job bodies' added field, the list's filter), Health's "
+        "resources, and GET /api/v1/resources/ with its schemas",
+    ),
+)
+
+
+def extends(now: Any, then: Any) -> bool:
+    """``now`` holds everything of ``then`` unchanged (and may hold more)."""
+    if isinstance(then, dict):
+        return isinstance(now, dict) and all(
+            k in now and extends(now[k], v) for k, v in then.items()
+        )
+    if isinstance(then, list):
+        return isinstance(now, list) and all(any(extends(n, t) for n in now) for t in then)
+    return bool(now == then)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.contract import scenario
-from tests.contract.changes import CHANGES
+from tests.contract.changes import ADDED, CHANGES, EXTENDED, extends
 
 pytestmark = [pytest.mark.local, pytest.mark.timeout(600)]
 
@@ -39,6 +39,26 @@ def expected_now(recorded: dict[str, Any]) -> dict[str, Any]:
             "no longer a change, remove it"
         )
         holder[last] = change.now
+    for added in ADDED:
+        found = [0]
+
+        def add(value: Any, added: Any = added, found: list[int] = found) -> None:
+            if isinstance(value, dict):
+                for v in value.values():
+                    add(v)
+                if added.where(value):
+                    assert added.field not in value, f"{added.field} was there in 4.0.0"
+                    value[added.field] = added.value
+                    found[0] += 1
+            elif isinstance(value, list):
+                for v in value:
+                    add(v)
+
+        for exchange in expected.values():
+            response = exchange.get("response")
+            if isinstance(response, dict):  # HTTP answers (not webhooks received)
+                add(response.get("body"))
+        assert found[0], f"changes.py: {added.field} is added to no answer: remove it"
     return expected
 
 
@@ -72,6 +92,19 @@ def test_v1_answers_are_those_of_4_0_0(tmp_path: Path) -> None:
     expected = expected_now(recorded)
     pman = Path(sys.executable).with_name("pman")
     got = scenario.run(pman, tmp_path)
+    for extended in EXTENDED:
+        *parents, last = extended.path
+        want, have = expected[extended.exchange], got.get(extended.exchange, {})
+        for key in parents:
+            want, have = want[key], have.get(key, {})
+        assert have.get(last) != want[last], (
+            f"changes.py: {extended.exchange} is what 4.0.0 answered: no longer extended"
+        )
+        assert extends(have.get(last), want[last]), (
+            f"{extended.exchange} {list(extended.path)}: not only added to 4.0.0's answer\n"
+            + describe(extended.exchange, expected[extended.exchange], got[extended.exchange])
+        )
+        want[last] = have[last]
     names = list(expected) + [n for n in got if n not in expected]
     differ = [n for n in names if expected.get(n) != got.get(n)]
     if differ:

@@ -37,7 +37,18 @@ def test_post_get_delete_contract(
     resp = client.post("/api/v1/", json=body)
     assert resp.status_code == 201
     data = resp.get_json()
-    assert list(data) == ["jid", "image", "cmd", "status", "message", "timestamp", "logs"]
+    # upstream's seven fields, in their order, then pman's added compute_resource (issue 15)
+    assert list(data) == [
+        "jid",
+        "image",
+        "cmd",
+        "status",
+        "message",
+        "timestamp",
+        "logs",
+        "compute_resource",
+    ]
+    assert data["compute_resource"] == "default"
     assert data["cmd"] == (
         "copyplugin --n 1 --mask /share/incoming /share/incoming /share/outgoing"
     )
