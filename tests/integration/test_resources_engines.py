@@ -44,6 +44,7 @@ import kubernetes.config
 import pytest
 import requests
 
+from pman.labels import LABEL_RESOURCE
 from tests.helpers import job_body, start_server
 from tests.integration.conftest import (
     SOCKETS,
@@ -148,13 +149,15 @@ class Site:
 
     # ---- the server
     def start(self) -> None:
-        self.proc, self.url, _ = start_server(
-            [PMAN, "serve", "--port", "0", "--workers", "1"],
-            self.env,
-            1,
-            new_session=True,
-            stderr_copy=self.base / "pman.log",
-        )
+        with open(self.base / "access.log", "a") as access:
+            self.proc, self.url, _ = start_server(
+                [PMAN, "serve", "--port", "0", "--workers", "1"],
+                self.env,
+                1,
+                stdout=access,
+                new_session=True,
+                stderr_copy=self.base / "pman.log",
+            )
 
     def stop(self) -> None:
         if self.proc is None:
@@ -230,6 +233,15 @@ class Site:
             wait_until(lambda j=jid: self.engines_with(j) == [], why=f"{jid} gone from engines")
 
     # ---- the engines' own view
+    def engine_labels(self, resource: str, jid: str) -> dict[str, str] | None:
+        """The labels of the job's engine object (None: an engine without labels)."""
+        if resource in ("pod", "dock"):
+            api = self.podman.client() if resource == "pod" else engine_client("docker")
+            return dict(api.inspect_container(jid)["Config"]["Labels"] or {})
+        if resource == "kube":
+            return dict(kube_job(self.kube, jid).metadata.labels or {})
+        return None
+
     def engines_with(self, jid: str) -> list[str]:
         """The resources whose engine has a job named ``jid`` (asked directly)."""
         return [name for name in RESOURCES if self.on_engine(name, jid)]
@@ -367,6 +379,10 @@ def test_a_job_runs_on_the_resource_it_names(site: Site, jobs: list[str], resour
     assert answer["compute_resource"] == resource, answer
     # submission is synchronous: the engine has the job when the 201 is sent
     assert site.engines_with(body["jid"]) == [resource]
+    # and the engine's object says its resource (adoption after a restart reads it)
+    labels = site.engine_labels(resource, body["jid"])
+    if labels is not None:
+        assert labels.get(LABEL_RESOURCE) == resource, labels
     done = site.wait(body["jid"])
     assert done["status"] == "finishedSuccessfully", done
     assert done["compute_resource"] == resource
@@ -598,6 +614,8 @@ def test_a_stopped_engine_fails_its_own_jobs_only(site: Site, jobs: list[str]) -
         refused = site.body(compute_resource="pod")
         resp = site.post(refused)
         assert resp.status_code == 503, resp.text
+        assert "unreachable" in resp.json()["message"], resp.text
+        assert site.podman.url in resp.json()["message"], resp.text
         assert site.get(refused["jid"]).status_code == 404
         # /health stays 200 and says which resource is down
         health = site.health()
