@@ -56,6 +56,7 @@ class _Probe:
     started: float = field(default_factory=time.monotonic)
     done: threading.Event = field(default_factory=threading.Event)
     problem: str | None = None
+    ended: float = 0.0
 
 
 class HealthProbe:
@@ -70,10 +71,13 @@ class HealthProbe:
         self._probe: _Probe | None = None
         self._lock = threading.Lock()
 
-    def problem(self, wait: float) -> str | None:
-        """None if the check passes within ``wait`` seconds, else why not."""
+    def problem(self, wait: float, fresh: float = 0.0) -> str | None:
+        """None if the check passes within ``wait`` seconds, else why not; a
+        check that ended less than ``fresh`` seconds ago answers as it did."""
         with self._lock:
             probe = self._probe
+            if probe is not None and probe.done.is_set() and time.monotonic() - probe.ended < fresh:
+                return probe.problem
             if probe is None or probe.done.is_set():
                 probe = self._probe = _Probe()
                 threading.Thread(
@@ -94,6 +98,7 @@ class HealthProbe:
         except Exception as e:  # a health check must answer whatever happens
             log.exception("health check failed")
             probe.problem = f"health check failed: {e}"
+        probe.ended = time.monotonic()
         probe.done.set()
 
 
@@ -149,7 +154,7 @@ class ResourceRuntime:
             "max_memory_limit": limits.max_memory_limit,
             "max_gpu_limit": limits.max_gpu_limit,
             "max_workers": limits.max_workers,
-            "image_allowlist": list(limits.image_allowlist),
+            "image_allowlist": [pattern.text for pattern in limits.image_allowlist],
         }
 
 

@@ -36,6 +36,12 @@ log = logging.getLogger(__name__)
 RESERVED_JIDS = frozenset({"jobs", "openapi.json", "auth-token", "docs", "resources"})
 
 
+#: GET /api/v1/resources/: the longest it waits for an engine's health check,
+#: and how recent a check it takes as it is
+RESOURCES_WAIT_S = 2.0
+RESOURCES_FRESH_S = 5.0
+
+
 @dataclass(frozen=True)
 class Submitted:
     record: JobRecord
@@ -274,14 +280,16 @@ class JobService:
         return Health(problem, resources)
 
     def describe_resources(self, pinned: str | None = None) -> list[dict[str, Any]]:
-        """Each resource (the URL's alone when ``pinned``), for GET /api/v1/resources/."""
-        wait = min(HEALTH_WAIT_S, self.settings.core.engine_timeout)
+        """Each resource (the URL's alone when ``pinned``), for GET /api/v1/resources/:
+        its health as a check of the last few seconds found it, or a new check
+        of at most RESOURCES_WAIT_S (the list is a quick request)."""
+        wait = min(RESOURCES_WAIT_S, self.settings.core.engine_timeout)
         out = []
         for runtime in self.runtimes:
             if pinned is not None and runtime.name != pinned:
                 continue
             running, queued = self.registry.occupancy(runtime.backend.name, runtime.name)
-            problem = runtime.probe.problem(wait)
+            problem = runtime.probe.problem(wait, fresh=RESOURCES_FRESH_S)
             out.append(
                 {
                     "name": runtime.name,

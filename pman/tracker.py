@@ -8,8 +8,9 @@ pman.tracking.lanes): a cycle asks each resource's engine once for its
 unfinished jobs (``Backend.list_active``), then asks about each job whose
 state changed or that the engine's events say ended; a finished job's logs
 are fetched once and kept; an engine that cannot be reached is left until it
-answers again, the other resources carry on. Cycles run when the engine's event stream (``Backend.watch``)
-reports a change, with a slow poll as a safety net; on engines without
+answers again, the other resources carry on. Cycles run when an engine's
+event stream (``Backend.watch``) reports a change, with a slow poll as a
+safety net; on engines without
 events, every ``interval`` seconds. Reconciliation (at start, after
 an engine outage, and every ``reconcile_every`` seconds) lists every job pman
 ever created on the engine, adopts unknown ones and marks vanished ones.

@@ -25,6 +25,7 @@ from werkzeug.routing import Map
 
 from pman import metrics
 from pman.api.context import runtime
+from pman.api.pinning import PINNED_PATH_KEY
 from pman.telemetry import ACCESS_LOGGER, JID, REQUEST_ID
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -108,7 +109,7 @@ class RequestObserver:
     def _log(
         self, environ: dict[str, Any], method: str, route: str, code: str, elapsed: float
     ) -> None:
-        path = environ.get("PATH_INFO", "")[:256]
+        path = (environ.get(PINNED_PATH_KEY) or environ.get("PATH_INFO", ""))[:256]
         ms = round(elapsed * 1000, 2)
         # the jid the route was about (its handler's context has ended)
         jid = environ.get(JID_KEY)

@@ -15,6 +15,8 @@ from typing import Any
 
 #: the environ key of the resource the URL pins (absent: none)
 RESOURCE_KEY = "pman.resource"
+#: the environ key of a pinned request's path as it came (the access log shows it)
+PINNED_PATH_KEY = "pman.pinned_path"
 
 #: a resource's prefix before the API's own path (names: lowercase DNS labels)
 PREFIXED = re.compile(r"/([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)(/api/v1(?:/.*)?)")
@@ -58,6 +60,7 @@ class ResourcePrefix:
                 )
                 return [body]
             environ[RESOURCE_KEY] = name
+            environ[PINNED_PATH_KEY] = environ["PATH_INFO"]
             environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + "/" + name
             environ["PATH_INFO"] = rest
         return self.app(environ, start_response)

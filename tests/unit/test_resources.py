@@ -227,7 +227,11 @@ def test_the_list_filters_by_resource(client: FlaskClient) -> None:
 
 
 def test_the_resources_list(make_app: Callable[..., Flask], big: FakeBackend) -> None:
-    client = make_app(SMALL_PMAN_MAX_RUNNING="1", BIG_PMAN_MAX_GPU_LIMIT="2").test_client()
+    client = make_app(
+        SMALL_PMAN_MAX_RUNNING="1",
+        BIG_PMAN_MAX_GPU_LIMIT="2",
+        BIG_PMAN_IMAGE_ALLOWLIST="localhost/*,docker.io/fnndsc/*",
+    ).test_client()
     post(client, jid="r1")
     post(client, jid="r2", compute_resource="small")
     big.fail_with = BackendUnavailable("big's engine is not there")
@@ -239,6 +243,8 @@ def test_the_resources_list(make_app: Callable[..., Flask], big: FakeBackend) ->
     assert big_r["capabilities"] == {"gpus": True, "max_workers": None, "array_workers": True}
     assert (small_r["running"], small_r["queued"]) == (1, 1)
     assert small_r["caps"]["max_running"] == 1 and big_r["caps"]["max_gpu_limit"] == 2
+    assert big_r["caps"]["image_allowlist"] == ["localhost/*", "docker.io/fnndsc/*"]
+    assert small_r["caps"]["image_allowlist"] == []
     assert small_r["healthy"] and small_r["problem"] is None
     assert not big_r["healthy"] and "not there" in big_r["problem"]
 
@@ -309,3 +315,22 @@ def test_a_job_of_a_resource_no_longer_configured_stays_readable(
         assert "no longer serves" in resp.get_json()["message"]
         assert "compute_resource" in resp.get_json()["fields"]
     app.extensions["pman"].service.tracker.run_once()  # not followed, no error
+
+
+def test_a_pinned_path_is_in_the_lane_of_its_unprefixed_path() -> None:
+    from pman.api.lanes import Lane, lane_of
+    from pman.api.pinning import split_prefix
+
+    assert split_prefix("/hpc/api/v1/x/logs/") == ("hpc", "/api/v1/x/logs/")
+    assert split_prefix("/api/v1/x/") == (None, "/api/v1/x/")
+    assert split_prefix("/health") == (None, "/health")
+    for method, path in (
+        ("POST", "/api/v1/"),
+        ("DELETE", "/api/v1/j/"),
+        ("POST", "/api/v1/j/cancel/"),
+        ("GET", "/api/v1/j/logs/"),
+        ("GET", "/api/v1/j/"),
+        ("GET", "/api/v1/resources/"),
+    ):
+        assert lane_of(method, "/gpu-a" + path) is lane_of(method, path), path
+    assert lane_of("POST", "/gpu-a/api/v1/") is Lane.ENGINE
