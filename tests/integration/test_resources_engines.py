@@ -620,6 +620,8 @@ def test_a_stopped_engine_fails_its_own_jobs_only(site: Site, jobs: list[str]) -
         # /health stays 200 and says which resource is down
         health = site.health()
         assert health.status_code == 200, health.text
+        assert health.json()["status"] == "ok", health.text
+        assert "pod" in health.json()["message"], health.text
         resources = health.json()["resources"]
         assert resources["pod"]["healthy"] is False and resources["pod"]["problem"], resources
         assert all(r["healthy"] for name, r in resources.items() if name != "pod"), resources
