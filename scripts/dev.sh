@@ -18,7 +18,9 @@
 #                              `bench availability [args]` bench/availability.py,
 #                              `bench compare [REF] [args]` bench/compare.py: load.py
 #                              5 times against REF (default 25ba7ec, 4.0.0) and 5
-#                              times against this tree, alternating; medians, ratios
+#                              times against this tree, alternating; medians, ratios;
+#                              `bench resources [args]` bench/resources.py: five
+#                              compute resources against one (polls, tracker calls)
 #
 # Both are idempotent: what is installed or running already is left alone.
 set -euo pipefail
@@ -116,6 +118,9 @@ cmd_bench() {
   elif [ "${1:-}" = availability ]; then
     shift
     "$VENV/bin/python" bench/availability.py "$@"   # polls under streams, slow bodies, a stalled engine
+  elif [ "${1:-}" = resources ]; then
+    shift
+    "$VENV/bin/python" bench/resources.py "$@"   # five compute resources against one
   elif [ "${1:-}" = compare ]; then
     shift
     # bench/load.py against a reference commit (default 25ba7ec, release 4.0.0), alternating
