@@ -61,6 +61,8 @@ log = logging.getLogger(__name__)
 #: (each holds its body, up to PMAN_MAX_REQUEST_BYTES, while it waits)
 ENGINE_WAITERS_PER_SLOT = 4
 _API = "/api/v1/"
+#: GET /api/v1/<word>/ answers that are more than a read of the registry
+_NOT_INLINE = frozenset({"resources"})
 
 
 class LanedBridge:
@@ -329,13 +331,14 @@ def _has_body(environ: dict[str, Any]) -> bool:
 
 def _is_poll(path: str) -> bool:
     """``/api/v1/<jid>/`` (the trailing slash optional), without a regular
-    expression (the list, ``/api/v1/jobs/``, too: one query of the registry)."""
+    expression (the list, ``/api/v1/jobs/``, too: one query of the registry).
+    Not ``/api/v1/resources/``: it may wait for the engines' health checks."""
     if not path.startswith(_API):
         return False
     jid = path[len(_API) :]
     if jid.endswith("/"):
         jid = jid[:-1]
-    return bool(jid) and "/" not in jid
+    return bool(jid) and "/" not in jid and jid not in _NOT_INLINE
 
 
 def _log_late_failure(work: asyncio.Future[Response]) -> None:

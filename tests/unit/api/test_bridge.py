@@ -170,6 +170,8 @@ def test_a_poll_is_answered_without_its_body_or_a_thread(settings: Settings) -> 
         ("/health", False),
         ("/api/v10/job/", False),
         ("/api/v1/jobs/", True),  # the list: one query of the registry too
+        ("/api/v1/resources/", False),  # may wait for the engines' health checks
+        ("/hpc/api/v1/job-1/", False),  # pinned: through the quick lane's threads
     ],
 )
 def test_what_a_poll_is(path: str, poll: bool) -> None:
