@@ -236,6 +236,8 @@ def check_request(request: JobRequest, limits: Limits) -> str:
             problems[field] = (
                 f"{field} {value} {unit} is over this pman's cap of {cap} {unit} ({var})"
             )
+    if not limits.gpus and request.gpu_limit > 0:
+        problems["gpu_limit"] = "gpu_limit: this resource has no GPUs (PMAN_GPUS=no)"
     image = request.image
     try:
         image = allowed_image(request.image, limits.image_allowlist)

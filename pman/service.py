@@ -295,7 +295,10 @@ class JobService:
                     "name": runtime.name,
                     "backend": runtime.backend.name,
                     "description": runtime.description,
-                    "capabilities": runtime.backend.capabilities.as_dict(),
+                    "capabilities": {
+                        **runtime.backend.capabilities.as_dict(),
+                        "gpus": runtime.backend.capabilities.gpus and runtime.resource.limits.gpus,
+                    },
                     "caps": runtime.caps(),
                     "running": running,
                     "queued": queued,

@@ -57,6 +57,15 @@ class Limits(Section):
         int,
         Env("PMAN_MAX_GPU_LIMIT", "the largest `gpu_limit` a job may ask; `0`: no cap", ge=0),
     ] = 0
+    gpus: Annotated[
+        bool,
+        Env(
+            "PMAN_GPUS",
+            "`no`: the resource has no GPUs, whatever its engine could give: a job asking a "
+            "`gpu_limit` is refused there (400 on `gpu_limit`), and one that names no "
+            "resource goes to the next resource that has them",
+        ),
+    ] = True
     max_workers: Annotated[
         int,
         Env(

@@ -58,9 +58,11 @@ def make_app(
         settings = make_settings(
             storebase,
             tmp_path,
-            PMAN_RESOURCES="small,big",
-            SMALL_PMAN_RESOURCE_DESCRIPTION="one container per job",
-            **env,
+            **{
+                "PMAN_RESOURCES": "small,big",
+                "SMALL_PMAN_RESOURCE_DESCRIPTION": "one container per job",
+                **env,
+            },
         )
         return create_app(settings=settings, backends={"small": small, "big": big})
 
@@ -105,6 +107,27 @@ def test_a_job_goes_to_a_resource_with_the_capability(
     assert workers.status_code == gpu.status_code == 201
     assert workers.get_json()["compute_resource"] == gpu.get_json()["compute_resource"] == "big"
     assert set(big.jobs) == {"two-workers", "gpu"} and not small.jobs
+
+
+def test_a_resource_without_gpus_passes_gpu_jobs_on(
+    make_app: Callable[..., Flask], small: SingleFake, big: FakeBackend
+) -> None:
+    # both engines could give GPUs; the first resource says it has none
+    app = make_app(PMAN_RESOURCES="big,small", BIG_PMAN_GPUS="no")
+    small.check = lambda spec: None  # type: ignore[method-assign]
+    with app.test_client() as client:
+        routed = post(client, jid="gpu", gpu_limit=1)
+        assert routed.status_code == 201, routed.get_json()
+        assert routed.get_json()["compute_resource"] == "small"
+        named = post(client, jid="gpu-big", gpu_limit=1, compute_resource="big")
+        assert named.status_code == 400
+        assert set(named.get_json()["fields"]) >= {"gpu_limit", "compute_resource"}
+        assert "PMAN_GPUS=no" in named.get_json()["message"]
+        plain = post(client, jid="plain")
+        assert plain.get_json()["compute_resource"] == "big"
+        listed = {r["name"]: r for r in client.get("/api/v1/resources/").get_json()["resources"]}
+        assert listed["big"]["capabilities"]["gpus"] is False
+    assert set(big.jobs) == {"plain"} and set(small.jobs) == {"gpu"}
 
 
 def test_a_named_resource_runs_the_job_or_says_why_not(
