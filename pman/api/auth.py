@@ -25,6 +25,7 @@ from typing import Any
 
 import jwt
 
+from pman.api.pinning import split_prefix
 from pman.errors import ConfigError
 from pman.settings import Settings
 
@@ -167,7 +168,8 @@ class AuthMiddleware:
     ) -> Iterable[bytes]:
         if not self.auth.enabled:
             return self.app(environ, start_response)
-        path = environ.get("PATH_INFO", "")
+        # a resource's URL prefix (pman.api.pinning) opens the same routes
+        path = split_prefix(environ.get("PATH_INFO", ""))[1]
         method = environ.get("REQUEST_METHOD", "")
         if (method, path) in OPEN_PATHS or (
             method == "GET"

@@ -147,3 +147,18 @@ def test_flask_routes_behind_the_middleware(tmp_path: Path) -> None:
     assert resp.status_code == 401
     resp = c.post("/api/v1/auth-token/", json={"user": "u"})
     assert resp.status_code == 400 and "pman_user" in resp.json["fields"]
+
+
+def test_a_resource_s_url_prefix_opens_the_same_routes_and_no_others(tmp_path: Path) -> None:
+    # pfcon pinned to a resource by URL logs in under that URL
+    c = client(
+        tmp_path, PMAN_AUTH="token", PMAN_AUTH_USER="chris", PMAN_AUTH_PASSWORD="pw", SECRET_KEY=KEY
+    )
+    login = {"pman_user": "chris", "pman_password": "pw"}
+    resp = c.post("/default/api/v1/auth-token/", json=login)
+    assert resp.status_code == 200, resp.get_json()
+    token = resp.get_json()["token"]
+    assert c.get("/default/api/v1/openapi.json").status_code == 200
+    assert c.get("/default/api/v1/jobs/").status_code == 401
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert c.get("/default/api/v1/jobs/", headers=bearer).status_code == 200
