@@ -12,6 +12,7 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import IO, Any
 
@@ -36,6 +37,27 @@ def job_body(**overrides: Any) -> dict[str, Any]:
     }
     body.update(overrides)
     return body
+
+
+def wait_status(
+    get: Callable[[str], Any],
+    jid: str,
+    until: Collection[str],
+    timeout: float,
+    period: float = 0.1,
+) -> Any:
+    """Poll ``get(jid)`` (a v1 GET answer) until the job's status is one of
+    ``until``; its body. AssertionError with the last body after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        resp = get(jid)
+        assert resp.status_code == 200, resp.text
+        data = resp.json()
+        if data["status"] in until:
+            return data
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {jid} still {data['status']} after {timeout} s: {data}")
+        time.sleep(period)
 
 
 def late_memhog(size: str) -> dict[str, list[str]]:

@@ -30,7 +30,7 @@ from werkzeug.serving import make_server
 from pman.app import create_app
 from pman.errors import JobNotFound
 from pman.settings import load_settings
-from tests.helpers import job_body
+from tests.helpers import job_body, wait_status
 
 REQUIRE_ENGINES = (
     os.environ.get("PMAN_REQUIRE_ENGINES", "").lower() in ("1", "true", "yes")
@@ -134,16 +134,7 @@ class Pman:
         return requests.delete(f"{self.url}/api/v1/{jid}/", timeout=60)
 
     def wait(self, jid: str, until: tuple[str, ...] = FINISHED, timeout: float = 60) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            resp = self.get(jid)
-            assert resp.status_code == 200, resp.text
-            data = resp.json()
-            if data["status"] in until:
-                return data
-            if time.monotonic() > deadline:
-                raise AssertionError(f"job {jid} still {data['status']} after {timeout}s: {data}")
-            time.sleep(0.1)
+        return wait_status(self.get, jid, until, timeout)
 
     def container(self, jid: str) -> dict[str, Any] | None:
         """The engine's own view of the job's container, None if there is none."""

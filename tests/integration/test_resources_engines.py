@@ -45,7 +45,7 @@ import pytest
 import requests
 
 from pman.labels import LABEL_RESOURCE
-from tests.helpers import job_body, start_server
+from tests.helpers import job_body, start_server, wait_status
 from tests.integration.conftest import (
     SOCKETS,
     TEST_IMAGE,
@@ -206,16 +206,7 @@ class Site:
         return resp.json()
 
     def wait(self, jid: str, until: tuple[str, ...] = FINISHED, timeout: float = WAIT) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            resp = self.get(jid)
-            assert resp.status_code == 200, resp.text
-            data = resp.json()
-            if data["status"] in until:
-                return data
-            if time.monotonic() > deadline:
-                raise AssertionError(f"job {jid} still {data['status']} after {timeout} s: {data}")
-            time.sleep(0.2)
+        return wait_status(self.get, jid, until, timeout, period=0.2)
 
     def resources(self, prefix: str = "") -> dict[str, dict[str, Any]]:
         resp = requests.get(f"{self.url}{prefix}/api/v1/resources/", timeout=60)
